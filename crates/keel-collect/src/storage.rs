@@ -1,0 +1,8 @@
+use crate::{CollectError, Ctx, Piece};
+
+pub(crate) fn collect_config(_ctx: &Ctx) -> Result<Piece, CollectError> {
+    Ok(Piece::new(|_| {}))
+}
+pub(crate) fn collect_devices(_ctx: &Ctx) -> Result<Piece, CollectError> {
+    Ok(Piece::new(|_| {}))
+}
