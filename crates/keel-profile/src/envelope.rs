@@ -159,7 +159,9 @@ impl<'de> Deserialize<'de> for Blob {
         if d.is_human_readable() {
             d.deserialize_map(V)
         } else {
-            d.deserialize_bytes(V)
+            // `byte_buf`, not `bytes`: ciborium hands out borrowed bytes only up to its scratch
+            // buffer size and refuses larger byte strings otherwise.
+            d.deserialize_byte_buf(V)
         }
     }
 }
@@ -355,3 +357,36 @@ fn decode_v1(data: &[u8]) -> Result<ProfileFile, DecodeError> {
     file.check_blobs()?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip() {
+        let mut f = ProfileFile::default();
+        f.add_blob(b"hello".to_vec());
+        f.add_blob(vec![7u8; 100_000]);
+        let back = ProfileFile::decode(&f.encode().unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+}
+
+#[cfg(test)]
+mod tests2 {
+    use super::*;
+    use crate::model::*;
+
+    #[test]
+    fn hashes_in_profile() {
+        let mut f = ProfileFile::default();
+        f.profile.files.files.push(File { hash: Some(Hash::of(b"x")), ..File::default() });
+        let back = ProfileFile::decode(&f.encode().unwrap()).unwrap();
+        assert_eq!(back, f);
+        let mut f = ProfileFile::default();
+        f.profile.packages.repository_keys.push(RepositoryKey { hash: Hash::of(b"x"), ..Default::default() });
+        let back = ProfileFile::decode(&f.encode().unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+}
+

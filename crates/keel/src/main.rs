@@ -1,1 +1,51 @@
-fn main() {}
+//! `keel`: the command line. Each subcommand lives in `commands/` and only parses arguments,
+//! calls the libraries and prints.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod output;
+
+/// Rebuild Linux servers from bare metal to their production state, and watch their
+/// configuration in between.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture a profile of this system, or of a system mounted under --root.
+    Capture(commands::capture::Args),
+    /// Print a profile.
+    Show(commands::show::Args),
+    /// Compare two profiles (exit 0: same, 1: different, 2: error).
+    Diff(commands::diff::Args),
+    /// Create a recovery key pair: secrets in profiles are encrypted to its public half.
+    Keygen(commands::keygen::Args),
+    /// Measure Keel's own speed and size.
+    #[command(subcommand)]
+    Bench(commands::bench::Bench),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Capture(a) => commands::capture::run(a),
+        Command::Show(a) => commands::show::run(a),
+        Command::Diff(a) => commands::diff::run(a),
+        Command::Keygen(a) => commands::keygen::run(a),
+        Command::Bench(b) => commands::bench::run(b),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+pub mod bench;
+pub mod capture;
+pub mod diff;
+pub mod keygen;
+pub mod show;
