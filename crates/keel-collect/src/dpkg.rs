@@ -41,7 +41,6 @@ pub struct Db {
     /// `(name, arch)` installed only as dependencies.
     pub auto: HashSet<(String, String)>,
     pub native_arch: Option<String>,
-    present: bool,
 }
 
 impl Db {
@@ -82,12 +81,7 @@ impl Db {
                 }
             }
         }
-        Ok(Db { packages, conffiles, etc_owners, auto, native_arch, present: true })
-    }
-
-    /// True when the root has a dpkg database.
-    pub fn present(&self) -> bool {
-        self.present
+        Ok(Db { packages, conffiles, etc_owners, auto, native_arch })
     }
 
     /// md5 sums of the `/etc` files a package ships as ordinary (non-conffile) files.

@@ -221,7 +221,13 @@ fn visit(
         row.kind = "symlink".into();
         row.size = meta.len();
         row.target = Some(target.to_string_lossy().into_owned());
-        row.status = if owner.is_some() { FileStatus::Pristine } else { FileStatus::Unowned };
+        row.status = if owner.is_some() {
+            FileStatus::Pristine
+        } else if GENERATED_PREFIX.iter().any(|p| path.starts_with(p)) {
+            FileStatus::Generated
+        } else {
+            FileStatus::Unowned
+        };
         w.files.push(row);
         return Ok(());
     }
@@ -283,8 +289,10 @@ fn visit(
         return Ok(());
     }
 
-    row.hash = Some(Hash::of(&data));
     row.status = base_status;
+    if base_status != FileStatus::Pristine {
+        row.hash = Some(Hash::of(&data));
+    }
     if kept && GENERATED_PREFIX.iter().any(|p| path.starts_with(p)) && owner.is_none() {
         row.status = FileStatus::Generated;
     } else if kept {
@@ -301,7 +309,7 @@ fn visit(
                 ctx.max_content
             ));
         } else {
-            row.content = Some(Hash::of(&data));
+            row.content = true;
             w.blobs.push(data);
         }
     }

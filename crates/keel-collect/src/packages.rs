@@ -262,7 +262,7 @@ pub fn parse_deb822_sources(text: &str, file: &str) -> Vec<Repository> {
 pub fn parse_yum_repo(text: &str, file: &str) -> Vec<Repository> {
     let mut out: Vec<Repository> = Vec::new();
     let mut cur: Option<(String, BTreeMap<String, String>)> = None;
-    let mut finish = |cur: Option<(String, BTreeMap<String, String>)>, out: &mut Vec<Repository>| {
+    let finish = |cur: Option<(String, BTreeMap<String, String>)>, out: &mut Vec<Repository>| {
         if let Some((id, mut kv)) = cur {
             let uri = kv
                 .remove("baseurl")

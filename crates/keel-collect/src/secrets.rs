@@ -27,6 +27,7 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// A sealed secret: its row, and the ciphertext blob when one was made.
+#[derive(Debug)]
 pub struct Sealed {
     /// The `security.secrets` row.
     pub row: Secret,

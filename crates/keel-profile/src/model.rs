@@ -866,12 +866,13 @@ record! {
         Config uid: u32,
         Config gid: u32,
         Config size: u64,
-        /// BLAKE3 of the content (keyed for secrets).
+        /// BLAKE3 of the content (keyed for secrets). Absent for pristine files: their
+        /// content is their package's, which the package database already pins.
         Config hash: Option<Hash>,
         Config status: FileStatus,
         Config package: Option<String>,
-        /// The content blob, for modified and unowned files.
-        Config content: Option<Hash>,
+        /// The content is kept, as the blob addressed by `hash` (modified and unowned files).
+        Config content: bool,
         Config target: Option<String>,
     }
 }
@@ -993,7 +994,8 @@ impl Profile {
             .files
             .files
             .iter()
-            .filter_map(|f| f.content)
+            .filter(|f| f.content)
+            .filter_map(|f| f.hash)
             .chain(self.security.secrets.iter().filter_map(|s| s.ciphertext))
             .collect();
         refs.sort();

@@ -20,8 +20,9 @@ pub fn error(e: &anyhow::Error) {
         }
         text.push_str(&s);
     }
-    let (main, hints): (Vec<&str>, Vec<&str>) =
-        text.lines().partition(|l| !l.trim_start().starts_with("hint:"));
+    let (main, hints): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .partition(|l| !l.trim_start().starts_with("hint:"));
     eprintln!("error: {}", main.join("\n  "));
     for h in hints {
         eprintln!("{}", h.trim_start());
@@ -36,7 +37,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -59,9 +62,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 /// Reads and decodes a profile file, naming the file in any error.
 pub fn read_profile(path: &Path) -> anyhow::Result<keel_profile::ProfileFile> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    keel_profile::ProfileFile::decode(&data).with_context(|| {
-        format!("{} is not a readable Keel profile", path.display())
-    })
+    keel_profile::ProfileFile::decode(&data)
+        .with_context(|| format!("{} is not a readable Keel profile", path.display()))
 }
 
 /// Renders a JSON value compactly for people: strings bare when unambiguous.

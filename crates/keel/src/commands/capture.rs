@@ -74,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if matches!(args.format, Format::Keel) && out.is_terminal() {
                 bail!("refusing to write a binary profile to a terminal\nhint: use --output FILE, or --format json");
             }
-            out.write_all(&bytes).context("cannot write to standard output")?;
+            out.write_all(&bytes)
+                .context("cannot write to standard output")?;
             out.flush().context("cannot write to standard output")?;
         }
     }

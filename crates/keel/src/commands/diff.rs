@@ -39,7 +39,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let changes = diff(
         &old.profile,
         &new.profile,
-        DiffOptions { include_volatile: args.include_volatile },
+        DiffOptions {
+            include_volatile: args.include_volatile,
+        },
     );
     let text = match args.format {
         Format::Json => {
@@ -50,9 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => render(&changes, output::color()),
     };
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).context("cannot write to standard output")?;
+    out.write_all(text.as_bytes())
+        .context("cannot write to standard output")?;
     out.flush().context("cannot write to standard output")?;
-    Ok(if changes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn render(changes: &[Change], color: bool) -> String {
@@ -84,7 +91,9 @@ fn render(changes: &[Change], color: bool) -> String {
         };
         let _ = match c.kind {
             ChangeKind::Added => writeln!(o, "  {} {}{vol}", paint("32", "+"), paint("32", &c.key)),
-            ChangeKind::Removed => writeln!(o, "  {} {}{vol}", paint("31", "-"), paint("31", &c.key)),
+            ChangeKind::Removed => {
+                writeln!(o, "  {} {}{vol}", paint("31", "-"), paint("31", &c.key))
+            }
             ChangeKind::Changed => writeln!(
                 o,
                 "  {} {} {}: {} → {}{vol}",
@@ -96,8 +105,14 @@ fn render(changes: &[Change], color: bool) -> String {
             ),
         };
     }
-    let added = changes.iter().filter(|c| c.kind == ChangeKind::Added).count();
-    let removed = changes.iter().filter(|c| c.kind == ChangeKind::Removed).count();
+    let added = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Added)
+        .count();
+    let removed = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed)
+        .count();
     let changed = changes.len() - added - removed;
     let _ = writeln!(o, "\n{added} added, {removed} removed, {changed} changed");
     o

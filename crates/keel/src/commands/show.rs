@@ -35,7 +35,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let file = output::read_profile(&args.file)?;
     if let Some(s) = &args.section {
         if s != "all" && !SECTIONS.contains(&s.as_str()) {
-            bail!("unknown section {s:?}\nhint: sections are: {}, or all", SECTIONS.join(", "));
+            bail!(
+                "unknown section {s:?}\nhint: sections are: {}, or all",
+                SECTIONS.join(", ")
+            );
         }
     }
     let text = match args.format {
@@ -43,7 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => text(&file, args.section.as_deref())?,
     };
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).context("cannot write to standard output")?;
+    out.write_all(text.as_bytes())
+        .context("cannot write to standard output")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -73,22 +77,35 @@ fn text(file: &ProfileFile, section: Option<&str>) -> anyhow::Result<String> {
     writeln!(
         o,
         "host      {} (machine-id {})",
-        if m.hostname.is_empty() { "-" } else { &m.hostname },
-        if m.machine_id.is_empty() { "-" } else { &m.machine_id }
+        if m.hostname.is_empty() {
+            "-"
+        } else {
+            &m.hostname
+        },
+        if m.machine_id.is_empty() {
+            "-"
+        } else {
+            &m.machine_id
+        }
     )?;
     writeln!(
         o,
         "captured  {} from {} ({}) in {} ms by keel {}",
         output::rfc3339(m.started_at_ms),
         m.root,
-        if m.live { "running system" } else { "offline root" },
+        if m.live {
+            "running system"
+        } else {
+            "offline root"
+        },
         m.duration_ms,
         m.agent_version
     )?;
     writeln!(
         o,
         "previous  {}",
-        m.previous.map_or_else(|| "none".to_string(), |h| h.to_hex())
+        m.previous
+            .map_or_else(|| "none".to_string(), |h| h.to_hex())
     )?;
     let blob_bytes: usize = file.blobs.values().map(|b| b.0.len()).sum();
     writeln!(o, "blobs     {} ({} bytes)", file.blobs.len(), blob_bytes)?;
@@ -109,7 +126,10 @@ fn text(file: &ProfileFile, section: Option<&str>) -> anyhow::Result<String> {
             c.name,
             c.state.as_str(),
             c.duration_us as f64 / 1000.0,
-            c.message.as_deref().map(|s| output::clip(s, 80)).unwrap_or_default()
+            c.message
+                .as_deref()
+                .map(|s| output::clip(s, 80))
+                .unwrap_or_default()
         )?;
     }
     for sv in p.sections() {
@@ -136,7 +156,9 @@ fn text(file: &ProfileFile, section: Option<&str>) -> anyhow::Result<String> {
                             .map(|obj| {
                                 obj.iter()
                                     .filter(|(_, v)| !v.is_null())
-                                    .map(|(k, v)| format!("{k}={}", output::clip(&output::value(v), 60)))
+                                    .map(|(k, v)| {
+                                        format!("{k}={}", output::clip(&output::value(v), 60))
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default();

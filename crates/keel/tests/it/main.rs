@@ -1,0 +1,10 @@
+//! End-to-end tests of the `keel` binary: one test binary, one module per area.
+//!
+//! Tests that need a real Debian root build one with debootstrap on first use and cache it
+//! (see `support`); without root or debootstrap they say why on stderr and pass.
+
+mod capture;
+mod diff;
+mod errors;
+mod secrets;
+mod support;
