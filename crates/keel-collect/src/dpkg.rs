@@ -53,6 +53,10 @@ impl Db {
         let mut conffiles = HashMap::new();
         for p in &packages {
             for (path, md5, obsolete) in &p.conffiles {
+                // `newconffile` marks a conffile whose install never completed: no checksum.
+                if md5 == "newconffile" {
+                    continue;
+                }
                 conffiles.insert(
                     path.clone(),
                     Conffile { package: p.name.clone(), md5: md5.clone(), obsolete: *obsolete },
@@ -115,10 +119,11 @@ pub fn parse_status(text: &str) -> Vec<StatusEntry> {
                 let mut parts = line.split_whitespace();
                 if let (Some(path), Some(md5)) = (parts.next(), parts.next()) {
                     let flags: Vec<&str> = parts.collect();
+                    // `remove-on-upgrade` conffiles are on their way out, like obsolete ones.
                     cur.conffiles.push((
                         path.to_string(),
                         md5.to_string(),
-                        flags.contains(&"obsolete"),
+                        flags.contains(&"obsolete") || flags.contains(&"remove-on-upgrade"),
                     ));
                 }
             }

@@ -30,8 +30,22 @@ const IGNORED_EXACT: &[&str] = &[
 const IGNORED_PREFIX: &[&str] = &["/etc/.git/", "/etc/lvm/cache/", "/etc/lvm/archive/", "/etc/.etckeeper"];
 const IGNORED_SUFFIX: &[&str] = &["~", ".swp", ".swo"];
 
-/// Made by package scripts and triggers: rebuilt on recovery, so no content is kept.
+/// Trees that package triggers rebuild (update-ca-certificates): recorded as one digest row
+/// each, since their hundreds of links are rebuilt on recovery, not restored.
 const GENERATED_PREFIX: &[&str] = &["/etc/ssl/certs/"];
+
+/// Files a package's maintainer script copies from a template it ships: when identical to the
+/// template they are generated (rebuilt on install), not local configuration.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("/etc/profile", "/usr/share/base-files/profile"),
+    ("/etc/motd", "/usr/share/base-files/motd"),
+    ("/etc/nsswitch.conf", "/usr/share/base-files/nsswitch.conf"),
+    ("/etc/inputrc", "/usr/share/readline/inputrc"),
+    ("/etc/adduser.conf", "/usr/share/adduser/adduser.conf"),
+    ("/etc/default/grub", "/usr/share/grub/default/grub"),
+    ("/etc/skel/.bashrc", "/usr/share/base-files/dot.bashrc"),
+    ("/etc/skel/.profile", "/usr/share/base-files/dot.profile"),
+];
 
 /// Paths that hold secrets whatever their content.
 fn is_secret_path(path: &str) -> bool {
@@ -78,6 +92,8 @@ fn classify_ignored(path: &str) -> bool {
 }
 
 struct Walk {
+    /// Digest of each generated tree's entries (name, kind, target or content hash).
+    generated: BTreeMap<&'static str, (blake3::Hasher, u64)>,
     files: Vec<File>,
     ignored: Vec<IgnoredFile>,
     secrets: Vec<Secret>,
@@ -90,6 +106,7 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let db = ctx.dpkg()?;
     let mut md5_cache: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut w = Walk {
+        generated: BTreeMap::new(),
         files: Vec::new(),
         ignored: Vec::new(),
         secrets: Vec::new(),
@@ -126,7 +143,17 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         }
     }
 
-    let Walk { files, ignored, secrets, blobs, sealed, warnings } = w;
+    for (prefix, (hasher, count)) in std::mem::take(&mut w.generated) {
+        w.files.push(File {
+            path: format!("{prefix}*"),
+            kind: "generated".into(),
+            size: count,
+            hash: Some(Hash(*hasher.finalize().as_bytes())),
+            status: FileStatus::Generated,
+            ..File::default()
+        });
+    }
+    let Walk { files, ignored, secrets, blobs, sealed, warnings, .. } = w;
     Ok(Piece::new(move |file| {
         for b in blobs {
             file.add_blob(b);
@@ -207,6 +234,11 @@ fn visit(
     }
 
     let owner = db.etc_owners.get(path);
+    if owner.is_none() && !secret_path {
+        if let Some(prefix) = GENERATED_PREFIX.iter().find(|p| path.starts_with(**p)) {
+            return add_generated(w, prefix, path, &host, meta);
+        }
+    }
     let mut row = File {
         path: path.to_string(),
         mode,
@@ -221,13 +253,7 @@ fn visit(
         row.kind = "symlink".into();
         row.size = meta.len();
         row.target = Some(target.to_string_lossy().into_owned());
-        row.status = if owner.is_some() {
-            FileStatus::Pristine
-        } else if GENERATED_PREFIX.iter().any(|p| path.starts_with(p)) {
-            FileStatus::Generated
-        } else {
-            FileStatus::Unowned
-        };
+        row.status = if owner.is_some() { FileStatus::Pristine } else { FileStatus::Unowned };
         w.files.push(row);
         return Ok(());
     }
@@ -293,7 +319,12 @@ fn visit(
     if base_status != FileStatus::Pristine {
         row.hash = Some(Hash::of(&data));
     }
-    if kept && GENERATED_PREFIX.iter().any(|p| path.starts_with(p)) && owner.is_none() {
+    let from_template = owner.is_none()
+        && TEMPLATES.iter().any(|(p, t)| {
+            *p == path
+                && std::fs::read(ctx.root.path(t)).is_ok_and(|tpl| tpl == data)
+        });
+    if from_template {
         row.status = FileStatus::Generated;
     } else if kept {
         if meta.len() > ctx.max_content {
@@ -314,6 +345,37 @@ fn visit(
         }
     }
     w.files.push(row);
+    Ok(())
+}
+
+fn add_generated(
+    w: &mut Walk,
+    prefix: &'static str,
+    path: &str,
+    host: &std::path::Path,
+    meta: &std::fs::Metadata,
+) -> Result<(), CollectError> {
+    let (hasher, count) = w.generated.entry(prefix).or_insert_with(|| (blake3::Hasher::new(), 0));
+    *count += 1;
+    hasher.update(path.as_bytes());
+    hasher.update(b"\0");
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let t = std::fs::read_link(host).map_err(|e| CollectError::io(host, e))?;
+        hasher.update(b"l");
+        hasher.update(t.as_os_str().as_encoded_bytes());
+    } else if ft.is_file() {
+        match std::fs::read(host) {
+            Ok(d) => {
+                hasher.update(b"f");
+                hasher.update(blake3::hash(&d).as_bytes());
+            }
+            Err(e) => w.warnings.push(format!("cannot read {path}: {e}")),
+        }
+    } else {
+        hasher.update(b"d");
+    }
+    hasher.update(b"\n");
     Ok(())
 }
 

@@ -72,7 +72,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let p = format!("{}/tests/fixtures/storage/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(p).unwrap()
     }
 
@@ -95,7 +98,10 @@ mod tests {
         assert_eq!(gpt["PTTYPE"], "gpt");
         assert!(!gpt.contains_key("TYPE"));
         let bios = &parse_blkid_export(&fixture("blkid-bios-boot.txt"))[0];
-        assert!(!bios.contains_key("TYPE"), "a BIOS boot partition has no filesystem");
+        assert!(
+            !bios.contains_key("TYPE"),
+            "a BIOS boot partition has no filesystem"
+        );
         let luks = &parse_blkid_export(&fixture("blkid-luks.txt"))[0];
         assert_eq!(luks["TYPE"], "crypto_LUKS");
         assert_eq!(luks["LABEL"], "keeldata");
@@ -112,7 +118,11 @@ mod tests {
 
     #[test]
     fn several_devices() {
-        let text = format!("{}\n{}", fixture("blkid-ext4.txt"), fixture("blkid-swap.txt"));
+        let text = format!(
+            "{}\n{}",
+            fixture("blkid-ext4.txt"),
+            fixture("blkid-swap.txt")
+        );
         let p = parse_blkid_export(&text);
         assert_eq!(p.len(), 2);
         assert_eq!(p[1]["DEVNAME"], "/dev/vda3");
@@ -120,7 +130,10 @@ mod tests {
 
     #[test]
     fn ext_superblock() {
-        let p = format!("{}/tests/fixtures/storage/ext4-superblock.bin", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/ext4-superblock.bin",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let sb = std::fs::read(p).unwrap();
         assert_eq!(ext_fs_size(&sb), Some(4 * 1024 * 1024));
         assert_eq!(ext_fs_size(&[0u8; 1024]), None);

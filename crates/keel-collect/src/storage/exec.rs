@@ -36,7 +36,11 @@ impl Output {
 }
 
 /// Runs `program` with a deadline, killing it when the deadline passes.
-pub(crate) fn exec(program: &str, args: &[&str], timeout: Duration) -> Result<Output, CollectError> {
+pub(crate) fn exec(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Output, CollectError> {
     let cmdline = || format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
@@ -47,7 +51,10 @@ pub(crate) fn exec(program: &str, args: &[&str], timeout: Duration) -> Result<Ou
         // lvm complains on stderr about every inherited descriptor otherwise.
         .env("LVM_SUPPRESS_FD_WARNINGS", "1")
         .spawn()
-        .map_err(|e| CollectError::Command { command: cmdline(), detail: e.to_string() })?;
+        .map_err(|e| CollectError::Command {
+            command: cmdline(),
+            detail: e.to_string(),
+        })?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
@@ -68,14 +75,20 @@ pub(crate) fn exec(program: &str, args: &[&str], timeout: Duration) -> Result<Ou
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(CollectError::Timeout { what: cmdline(), after: timeout });
+                return Err(CollectError::Timeout {
+                    what: cmdline(),
+                    after: timeout,
+                });
             }
             Ok(None) => {
                 std::thread::sleep(nap);
                 nap = (nap * 2).min(Duration::from_millis(5));
             }
             Err(e) => {
-                return Err(CollectError::Command { command: cmdline(), detail: e.to_string() })
+                return Err(CollectError::Command {
+                    command: cmdline(),
+                    detail: e.to_string(),
+                })
             }
         }
     };
@@ -126,8 +139,12 @@ mod tests {
 
     #[test]
     fn status_and_output_come_back() {
-        let o = exec("sh", &["-c", "echo out; echo err >&2; exit 2"], Duration::from_secs(5))
-            .unwrap();
+        let o = exec(
+            "sh",
+            &["-c", "echo out; echo err >&2; exit 2"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(o.code, Some(2));
         assert_eq!(o.stdout, "out\n");
         assert_eq!(o.why(), "err");
@@ -151,7 +168,10 @@ mod tests {
     #[test]
     fn par_map_keeps_order() {
         let items: Vec<u32> = (0..50).collect();
-        assert_eq!(par_map(&items, |x| x * 2), items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(
+            par_map(&items, |x| x * 2),
+            items.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
         assert!(par_map(&[] as &[u32], |x| *x).is_empty());
     }
 }

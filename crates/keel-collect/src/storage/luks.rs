@@ -37,7 +37,9 @@ pub(crate) fn parse_luks_dump(text: &str) -> Result<LuksHeader, CollectError> {
             section = line.trim_end().trim_end_matches(':');
             continue;
         }
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let key = key.trim();
         let value = value.trim();
         if !indented {
@@ -74,7 +76,13 @@ pub(crate) fn parse_luks_dump(text: &str) -> Result<LuksHeader, CollectError> {
             (n, _) => n,
         };
     }
-    Ok(LuksHeader { version, uuid, label, cipher, keyslots })
+    Ok(LuksHeader {
+        version,
+        uuid,
+        label,
+        cipher,
+        keyslots,
+    })
 }
 
 #[cfg(test)]
@@ -82,7 +90,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let p = format!("{}/tests/fixtures/storage/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(p).unwrap()
     }
 

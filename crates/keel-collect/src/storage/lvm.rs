@@ -120,7 +120,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let p = format!("{}/tests/fixtures/storage/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(p).unwrap()
     }
 

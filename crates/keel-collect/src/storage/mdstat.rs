@@ -48,7 +48,9 @@ pub(crate) fn parse_mdstat(text: &str) -> Vec<MdStat> {
     let mut out: Vec<MdStat> = Vec::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
-        let Some((name, rest)) = line.split_once(" : ") else { continue };
+        let Some((name, rest)) = line.split_once(" : ") else {
+            continue;
+        };
         let name = name.trim();
         if !name.starts_with("md") {
             continue;
@@ -83,7 +85,14 @@ pub(crate) fn parse_mdstat(text: &str) -> Vec<MdStat> {
                 }
             }
         }
-        out.push(MdStat { name: name.to_string(), state, level, members, blocks, metadata });
+        out.push(MdStat {
+            name: name.to_string(),
+            state,
+            level,
+            members,
+            blocks,
+            metadata,
+        });
     }
     out
 }
@@ -105,7 +114,10 @@ mod tests {
     use super::*;
 
     fn fixture() -> Vec<MdStat> {
-        let p = format!("{}/tests/fixtures/storage/mdstat.txt", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/mdstat.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
         parse_mdstat(&std::fs::read_to_string(p).unwrap())
     }
 
@@ -131,7 +143,15 @@ mod tests {
         assert_eq!(md2.level.as_deref(), Some("raid5"));
         assert_eq!(md2.state, "active degraded");
         let devs: Vec<String> = md2.members.iter().map(MdMember::describe).collect();
-        assert_eq!(devs, ["/dev/sdc1", "/dev/sdd1", "/dev/sdf1 (faulty)", "/dev/sde1 (spare)"]);
+        assert_eq!(
+            devs,
+            [
+                "/dev/sdc1",
+                "/dev/sdd1",
+                "/dev/sdf1 (faulty)",
+                "/dev/sde1 (spare)"
+            ]
+        );
         let md3 = &md[3];
         assert_eq!(md3.state, "active (auto-read-only)");
         assert_eq!(md3.metadata.as_deref(), Some("external:/md127/0"));

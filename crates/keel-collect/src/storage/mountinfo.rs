@@ -32,7 +32,11 @@ impl MountInfo {
     /// given.
     pub fn options(&self) -> String {
         let mut seen: Vec<&str> = Vec::new();
-        for o in self.mount_options.split(',').chain(self.super_options.split(',')) {
+        for o in self
+            .mount_options
+            .split(',')
+            .chain(self.super_options.split(','))
+        {
             if !o.is_empty() && !seen.contains(&o) {
                 seen.push(o);
             }
@@ -135,7 +139,17 @@ const PSEUDO: &[&str] = &[
 ];
 
 const NETWORK: &[&str] = &[
-    "9p", "afs", "ceph", "cifs", "davfs", "glusterfs", "lustre", "ncpfs", "nfs", "nfs4", "smb3",
+    "9p",
+    "afs",
+    "ceph",
+    "cifs",
+    "davfs",
+    "glusterfs",
+    "lustre",
+    "ncpfs",
+    "nfs",
+    "nfs4",
+    "smb3",
     "smbfs",
 ];
 
@@ -183,7 +197,10 @@ mod tests {
     use super::*;
 
     fn fixture() -> Vec<MountInfo> {
-        let p = format!("{}/tests/fixtures/storage/mountinfo.txt", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/mountinfo.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
         parse_mountinfo(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 
@@ -196,8 +213,14 @@ mod tests {
         assert_eq!(root.fstype, "ext4");
         assert_eq!(root.source, "/dev/vda");
         assert_eq!(root.root, "/");
-        assert_eq!(root.options(), "rw,relatime,discard,resv_strict,resuid=65534,resgid=65534");
-        let img = m.iter().find(|m| m.mountpoint == "/tmp/stx/root/srv").unwrap();
+        assert_eq!(
+            root.options(),
+            "rw,relatime,discard,resv_strict,resuid=65534,resgid=65534"
+        );
+        let img = m
+            .iter()
+            .find(|m| m.mountpoint == "/tmp/stx/root/srv")
+            .unwrap();
         assert_eq!((img.major, img.minor), (259, 2));
         assert_eq!(img.source, "/dev/loop0p3");
         // Optional fields (`shared:31`) are skipped; a subvolume's root is kept.
@@ -214,11 +237,22 @@ mod tests {
     #[test]
     fn escapes_and_overmounts() {
         let all = fixture();
-        assert_eq!(all.iter().filter(|m| m.mountpoint == "/mnt/my disk").count(), 2);
+        assert_eq!(
+            all.iter()
+                .filter(|m| m.mountpoint == "/mnt/my disk")
+                .count(),
+            2
+        );
         let v = visible(all);
-        let disk: Vec<_> = v.iter().filter(|m| m.mountpoint == "/mnt/my disk").collect();
+        let disk: Vec<_> = v
+            .iter()
+            .filter(|m| m.mountpoint == "/mnt/my disk")
+            .collect();
         assert_eq!(disk.len(), 1);
-        assert_eq!(disk[0].fstype, "xfs", "the later mount hides the earlier one");
+        assert_eq!(
+            disk[0].fstype, "xfs",
+            "the later mount hides the earlier one"
+        );
         assert_eq!(v.iter().filter(|m| m.mountpoint == "/dev/pts").count(), 1);
     }
 
@@ -251,9 +285,13 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_errors() {
-        let e = parse_mountinfo("1 2 3:4 / /x rw\n").unwrap_err().to_string();
+        let e = parse_mountinfo("1 2 3:4 / /x rw\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("separator"), "{e}");
-        let e = parse_mountinfo("1 2 x / /x rw - ext4 /dev/a rw\n").unwrap_err().to_string();
+        let e = parse_mountinfo("1 2 x / /x rw - ext4 /dev/a rw\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("major:minor"), "{e}");
     }
 }

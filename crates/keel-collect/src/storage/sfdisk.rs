@@ -123,7 +123,11 @@ pub(crate) fn parse_sfdisk_json(text: &str) -> Result<PartTable, CollectError> {
             }
         })
         .collect();
-    Ok(PartTable { pttype: t.label, ptuuid, parts })
+    Ok(PartTable {
+        pttype: t.label,
+        ptuuid,
+        parts,
+    })
 }
 
 /// The partition number at the end of a device node (`/dev/loop0p12` → 12).
@@ -137,7 +141,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let p = format!("{}/tests/fixtures/storage/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(p).unwrap()
     }
 
@@ -145,7 +152,10 @@ mod tests {
     fn gpt() {
         let t = parse_sfdisk_json(&fixture("sfdisk-gpt.json")).unwrap();
         assert_eq!(t.pttype, "gpt");
-        assert_eq!(t.ptuuid.as_deref(), Some("5b2c0c6e-7d3a-4c0f-9a51-2d7a1e0b9c11"));
+        assert_eq!(
+            t.ptuuid.as_deref(),
+            Some("5b2c0c6e-7d3a-4c0f-9a51-2d7a1e0b9c11")
+        );
         assert_eq!(t.parts.len(), 3);
         assert_eq!(
             t.parts[0],
@@ -161,7 +171,10 @@ mod tests {
         );
         assert_eq!(t.parts[1].number, 2);
         assert_eq!(t.parts[1].size_bytes, 40 * 1024 * 1024);
-        assert_eq!(t.parts[1].partuuid.as_deref(), Some("0e0c1d4f-3a5b-4c6d-8e7f-901122334455"));
+        assert_eq!(
+            t.parts[1].partuuid.as_deref(),
+            Some("0e0c1d4f-3a5b-4c6d-8e7f-901122334455")
+        );
         assert_eq!(t.parts[1].flags, ["RequiredPartition", "GUID:63"]);
         assert_eq!(t.parts[2].partlabel.as_deref(), Some("srv"));
         assert!(t.parts[2].flags.is_empty());

@@ -29,7 +29,10 @@ mod tests {
 
     #[test]
     fn fixture() {
-        let p = format!("{}/tests/fixtures/storage/proc-swaps.txt", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/tests/fixtures/storage/proc-swaps.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let s = parse_proc_swaps(&std::fs::read_to_string(p).unwrap());
         assert_eq!(
             s,
