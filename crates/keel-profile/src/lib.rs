@@ -27,6 +27,8 @@
 
 mod diff;
 mod envelope;
+#[cfg(test)]
+mod golden;
 mod hash;
 mod model;
 mod table;

@@ -13,7 +13,7 @@ use keel_profile::Disk;
 /// What a `/sys/block` entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A disk (or anything else with a partition table: NVMe namespace, virtio disk, …).
+    /// A disk (or anything else with a partition table: an `NVMe` namespace, a virtio disk, …).
     Disk,
     /// A loop device with a backing file.
     Loop,
@@ -96,7 +96,7 @@ impl Sys {
                     .collect()
             })
             .unwrap_or_default();
-        names.sort_by(|a, b| natural(a).cmp(&natural(b)));
+        names.sort_by_key(|n| natural(n));
         names
     }
 
@@ -348,9 +348,7 @@ pub(crate) fn normalize_wwn(wwid: &str) -> Option<String> {
     let w = wwid.trim().to_ascii_lowercase();
     if let Some(naa) = w.strip_prefix("naa.") {
         Some(format!("0x{naa}"))
-    } else if w.starts_with("eui.") {
-        Some(w)
-    } else if w.starts_with("0x") && w.len() > 2 {
+    } else if w.starts_with("eui.") || (w.starts_with("0x") && w.len() > 2) {
         Some(w)
     } else {
         None

@@ -123,6 +123,7 @@ mod tests {
 
     #[test]
     fn a_hung_filesystem_does_not_hang_the_capture() {
+        #[allow(clippy::unnecessary_wraps)] // the signature of `statvfs`
         fn stat(path: &Path) -> std::io::Result<Stat> {
             if path.ends_with("hung") {
                 std::thread::sleep(Duration::from_secs(30));

@@ -6,6 +6,7 @@ use keel_profile::{
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::ValueTree;
 
 fn text() -> impl Strategy<Value = String> {
     // Mostly plausible names, sometimes anything at all (control characters, non-ASCII).

@@ -24,7 +24,8 @@ proptest! {
         let json = file.to_json().expect("to_json");
         let doc: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         prop_assert_eq!(&doc["format"], "keel-profile");
-        prop_assert_eq!(doc["hash"].as_str(), Some(file.hash().unwrap().to_string().as_str()));
+        let hash = file.hash().unwrap().to_string();
+        prop_assert_eq!(doc["hash"].as_str(), Some(hash.as_str()));
         let back = ProfileFile::decode(json.as_bytes()).expect("decode the JSON form");
         prop_assert_eq!(&back, &file);
         // Canonical: the same profile always prints the same document.
