@@ -59,7 +59,11 @@ impl Db {
                 }
                 conffiles.insert(
                     path.clone(),
-                    Conffile { package: p.name.clone(), md5: md5.clone(), obsolete: *obsolete },
+                    Conffile {
+                        package: p.name.clone(),
+                        md5: md5.clone(),
+                        obsolete: *obsolete,
+                    },
                 );
             }
         }
@@ -75,7 +79,9 @@ impl Db {
         let mut etc_owners = HashMap::new();
         let info = "/var/lib/dpkg/info";
         for name in root.list_dir(info)? {
-            let Some(stem) = name.strip_suffix(".list") else { continue };
+            let Some(stem) = name.strip_suffix(".list") else {
+                continue;
+            };
             let bytes = std::fs::read(root.path(&format!("{info}/{name}")))
                 .map_err(|e| CollectError::io(&root.path(&format!("{info}/{name}")), e))?;
             for line in bytes.split(|b| *b == b'\n') {
@@ -85,13 +91,21 @@ impl Db {
                 }
             }
         }
-        Ok(Db { packages, conffiles, etc_owners, auto, native_arch })
+        Ok(Db {
+            packages,
+            conffiles,
+            etc_owners,
+            auto,
+            native_arch,
+        })
     }
 
     /// md5 sums of the `/etc` files a package ships as ordinary (non-conffile) files.
-    pub fn etc_md5sums(&self, root: &Root, stem: &str) -> HashMap<String, String> {
+    pub fn etc_md5sums(root: &Root, stem: &str) -> HashMap<String, String> {
         let path = format!("/var/lib/dpkg/info/{stem}.md5sums");
-        let Ok(Some(text)) = root.read_opt(&path) else { return HashMap::new() };
+        let Ok(Some(text)) = root.read_opt(&path) else {
+            return HashMap::new();
+        };
         parse_md5sums(&text, "etc/")
     }
 }
@@ -130,7 +144,9 @@ pub fn parse_status(text: &str) -> Vec<StatusEntry> {
             continue;
         }
         in_conffiles = false;
-        let Some((field, value)) = line.split_once(':') else { continue };
+        let Some((field, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match field {
             "Package" => cur.name = value.to_string(),
@@ -142,7 +158,9 @@ pub fn parse_status(text: &str) -> Vec<StatusEntry> {
                 let _flag = p.next();
                 cur.state = p.next().unwrap_or_default().to_string();
             }
-            "Source" => cur.source = Some(value.split_whitespace().next().unwrap_or(value).to_string()),
+            "Source" => {
+                cur.source = Some(value.split_whitespace().next().unwrap_or(value).to_string());
+            }
             "Priority" => cur.priority = Some(value.to_string()),
             "Essential" => cur.essential = value == "yes",
             "Conffiles" => in_conffiles = true,
@@ -183,7 +201,8 @@ pub fn parse_md5sums(text: &str, prefix: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| {
             let (md5, path) = l.split_once("  ")?;
-            path.starts_with(prefix).then(|| (format!("/{path}"), md5.to_string()))
+            path.starts_with(prefix)
+                .then(|| (format!("/{path}"), md5.to_string()))
         })
         .collect()
 }

@@ -46,11 +46,17 @@ pub enum CollectError {
 impl CollectError {
     /// An I/O error with its path.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        CollectError::Io { path: path.to_path_buf(), source }
+        CollectError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// A parse error.
     pub fn parse(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CollectError::Parse { what: what.into(), detail: detail.into() }
+        CollectError::Parse {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! against its package's shipped checksum. Content is kept only for files that differ from
 //! their package or belong to none; secrets are sealed, never kept in clear.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use keel_profile::{File, FileStatus, Hash, IgnoredFile, Secret};
@@ -27,7 +27,12 @@ const IGNORED_EXACT: &[&str] = &[
     "/etc/subuid-",
     "/etc/subgid-",
 ];
-const IGNORED_PREFIX: &[&str] = &["/etc/.git/", "/etc/lvm/cache/", "/etc/lvm/archive/", "/etc/.etckeeper"];
+const IGNORED_PREFIX: &[&str] = &[
+    "/etc/.git/",
+    "/etc/lvm/cache/",
+    "/etc/lvm/archive/",
+    "/etc/.etckeeper",
+];
 const IGNORED_SUFFIX: &[&str] = &["~", ".swp", ".swo"];
 
 /// Trees that package triggers rebuild (update-ca-certificates): recorded as one digest row
@@ -126,16 +131,16 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             w.files.push(missing(path, &cf.package));
         }
     }
-    let mut owners_with_sums: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut owners_with_sums: BTreeSet<&str> = BTreeSet::new();
     for (path, stem) in &db.etc_owners {
         if !seen.contains(path) && !db.conffiles.contains_key(path) {
-            owners_with_sums.insert(stem.as_str(), ());
+            owners_with_sums.insert(stem.as_str());
         }
     }
-    for stem in owners_with_sums.keys() {
+    for stem in &owners_with_sums {
         let sums = md5_cache
             .entry((*stem).to_string())
-            .or_insert_with(|| db.etc_md5sums(&ctx.root, stem));
+            .or_insert_with(|| crate::dpkg::Db::etc_md5sums(&ctx.root, stem));
         for path in sums.keys() {
             if !seen.contains(path) && !db.conffiles.contains_key(path) {
                 w.files.push(missing(path, package_name(stem)));
@@ -153,7 +158,15 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             ..File::default()
         });
     }
-    let Walk { files, ignored, secrets, blobs, sealed, warnings, .. } = w;
+    let Walk {
+        files,
+        ignored,
+        secrets,
+        blobs,
+        sealed,
+        warnings,
+        ..
+    } = w;
     Ok(Piece::new(move |file| {
         for b in blobs {
             file.add_blob(b);
@@ -196,7 +209,9 @@ fn walk(
     for entry in rd {
         let entry = entry.map_err(|e| CollectError::io(&host, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let meta = entry.metadata().map_err(|e| CollectError::io(&entry.path(), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| CollectError::io(&entry.path(), e))?;
         entries.push((name, meta));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -229,7 +244,11 @@ fn visit(
         } else {
             None
         };
-        w.ignored.push(IgnoredFile { path: path.to_string(), size: meta.len(), hash });
+        w.ignored.push(IgnoredFile {
+            path: path.to_string(),
+            size: meta.len(),
+            hash,
+        });
         return Ok(());
     }
 
@@ -253,13 +272,21 @@ fn visit(
         row.kind = "symlink".into();
         row.size = meta.len();
         row.target = Some(target.to_string_lossy().into_owned());
-        row.status = if owner.is_some() { FileStatus::Pristine } else { FileStatus::Unowned };
+        row.status = if owner.is_some() {
+            FileStatus::Pristine
+        } else {
+            FileStatus::Unowned
+        };
         w.files.push(row);
         return Ok(());
     }
     if ft.is_dir() {
         row.kind = "dir".into();
-        row.status = if owner.is_some() { FileStatus::Pristine } else { FileStatus::Unowned };
+        row.status = if owner.is_some() {
+            FileStatus::Pristine
+        } else {
+            FileStatus::Unowned
+        };
         w.files.push(row);
         return Ok(());
     }
@@ -286,7 +313,7 @@ fn visit(
     } else if let Some(stem) = owner {
         md5_cache
             .entry(stem.clone())
-            .or_insert_with(|| db.etc_md5sums(&ctx.root, stem))
+            .or_insert_with(|| crate::dpkg::Db::etc_md5sums(&ctx.root, stem))
             .get(path)
             .cloned()
     } else {
@@ -301,10 +328,12 @@ fn visit(
     let kept = matches!(base_status, FileStatus::Modified | FileStatus::Unowned);
     let secret = secret_path
         || is_secret_content(&data)
-        || (kept && meta.uid() == 0 && mode & 0o077 == 0 && !data.is_empty());
+        || (kept && meta.uid() == 0 && mode.trailing_zeros() >= 6 && !data.is_empty());
 
     if secret {
-        let sealed = ctx.secrets.seal(path, &data, mode, meta.uid(), meta.gid())?;
+        let sealed = ctx
+            .secrets
+            .seal(path, &data, mode, meta.uid(), meta.gid())?;
         row.hash = Some(sealed.row.fingerprint);
         row.status = FileStatus::Secret;
         if let Some(b) = sealed.blob {
@@ -321,8 +350,7 @@ fn visit(
     }
     let from_template = owner.is_none()
         && TEMPLATES.iter().any(|(p, t)| {
-            *p == path
-                && std::fs::read(ctx.root.path(t)).is_ok_and(|tpl| tpl == data)
+            *p == path && std::fs::read(ctx.root.path(t)).is_ok_and(|tpl| tpl == data)
         });
     if from_template {
         row.status = FileStatus::Generated;
@@ -355,7 +383,10 @@ fn add_generated(
     host: &std::path::Path,
     meta: &std::fs::Metadata,
 ) -> Result<(), CollectError> {
-    let (hasher, count) = w.generated.entry(prefix).or_insert_with(|| (blake3::Hasher::new(), 0));
+    let (hasher, count) = w
+        .generated
+        .entry(prefix)
+        .or_insert_with(|| (blake3::Hasher::new(), 0));
     *count += 1;
     hasher.update(path.as_bytes());
     hasher.update(b"\0");
@@ -405,7 +436,9 @@ mod tests {
 
     #[test]
     fn secret_content() {
-        assert!(is_secret_content(b"x\n-----BEGIN OPENSSH PRIVATE KEY-----\nabc"));
+        assert!(is_secret_content(
+            b"x\n-----BEGIN OPENSSH PRIVATE KEY-----\nabc"
+        ));
         assert!(is_secret_content(b"-----BEGIN RSA PRIVATE KEY-----"));
         assert!(!is_secret_content(b"-----BEGIN CERTIFICATE-----"));
     }

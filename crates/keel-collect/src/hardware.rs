@@ -15,7 +15,11 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     };
     let cpuinfo = root.read_opt("/proc/cpuinfo")?.unwrap_or_default();
     let mut cpu = parse_cpuinfo(&cpuinfo);
-    let virtualization = detect_virt(&cpuinfo, dmi("sys_vendor").as_deref(), dmi("product_name").as_deref());
+    let virtualization = detect_virt(
+        &cpuinfo,
+        dmi("sys_vendor").as_deref(),
+        dmi("product_name").as_deref(),
+    );
     let system = SystemInfo {
         vendor: dmi("sys_vendor"),
         product: dmi("product_name"),
@@ -30,7 +34,14 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         virtualization: Some(virtualization),
     };
     // Topology from sysfs is more reliable than counting cpuinfo blocks.
-    let cpus = root.list_dir("/sys/devices/system/cpu")?.into_iter().filter(|n| n.strip_prefix("cpu").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))).count() as u32;
+    let cpus = root
+        .list_dir("/sys/devices/system/cpu")?
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix("cpu")
+                .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u32;
     if cpus > 0 {
         cpu.threads = cpus;
     }
@@ -41,12 +52,19 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    let memory = Memory { total_bytes: total_kib * 1024 };
+    let memory = Memory {
+        total_bytes: total_kib * 1024,
+    };
 
     let mut pci = Vec::new();
     for addr in root.list_dir("/sys/bus/pci/devices")? {
         let base = format!("/sys/bus/pci/devices/{addr}");
-        let read = |f: &str| root.read_opt(&format!("{base}/{f}")).ok().flatten().map(|s| s.trim().trim_start_matches("0x").to_string());
+        let read = |f: &str| {
+            root.read_opt(&format!("{base}/{f}"))
+                .ok()
+                .flatten()
+                .map(|s| s.trim().trim_start_matches("0x").to_string())
+        };
         pci.push(PciDevice {
             address: addr.clone(),
             vendor_id: read("vendor").unwrap_or_default(),
@@ -64,14 +82,22 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         if !root.path(&format!("{base}/device")).exists() {
             continue;
         }
-        let read = |f: &str| root.read_opt(&format!("{base}/{f}")).ok().flatten().map(|s| s.trim().to_string());
+        let read = |f: &str| {
+            root.read_opt(&format!("{base}/{f}"))
+                .ok()
+                .flatten()
+                .map(|s| s.trim().to_string())
+        };
         let Some(mac) = read("address") else { continue };
         nics.push(Nic {
             mac,
             name: name.clone(),
             driver: link_name(root, &format!("{base}/device/driver")),
             bus_info: link_name(root, &format!("{base}/device")),
-            speed_mbps: read("speed").and_then(|s| s.parse::<i64>().ok()).filter(|s| *s > 0).map(|s| s as u64),
+            speed_mbps: read("speed")
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|s| *s > 0)
+                .map(|s| s as u64),
             operstate: read("operstate"),
         });
     }
@@ -117,7 +143,9 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
     let mut cores = std::collections::BTreeSet::new();
     let mut phys_id = String::new();
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         match k {
             "processor" => cpu.threads += 1,
@@ -135,13 +163,19 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
         }
     }
     cpu.sockets = (physical.len() as u32).max(1);
-    cpu.cores = if cores.is_empty() { cpu.threads } else { cores.len() as u32 };
+    cpu.cores = if cores.is_empty() {
+        cpu.threads
+    } else {
+        cores.len() as u32
+    };
     cpu
 }
 
 /// Names the hypervisor, or `none` on bare metal.
 pub fn detect_virt(cpuinfo: &str, vendor: Option<&str>, product: Option<&str>) -> String {
-    let hypervisor = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
+    let hypervisor = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
     let v = vendor.unwrap_or("").to_ascii_lowercase();
     let p = product.unwrap_or("").to_ascii_lowercase();
     let named = if v.contains("qemu") || p.contains("kvm") || p.contains("qemu") {
@@ -177,7 +211,10 @@ mod tests {
         let c = parse_cpuinfo("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nmicrocode\t: 0x1\nphysical id\t: 0\ncore id\t: 0\nflags\t: fpu hypervisor\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t: 1\n");
         assert_eq!((c.threads, c.cores, c.sockets), (2, 2, 1));
         assert_eq!(c.model, "Xeon");
-        assert_eq!(detect_virt("flags\t: fpu hypervisor", Some("QEMU"), Some("Standard PC")), "kvm");
+        assert_eq!(
+            detect_virt("flags\t: fpu hypervisor", Some("QEMU"), Some("Standard PC")),
+            "kvm"
+        );
         assert_eq!(detect_virt("flags\t: fpu", None, None), "none");
     }
 }

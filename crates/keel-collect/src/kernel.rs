@@ -2,13 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use keel_profile::{Module, ModprobeDirective, ModuleLoad, Sysctl, SysctlRunning};
+use keel_profile::{ModprobeDirective, Module, ModuleLoad, Sysctl, SysctlRunning};
 
 use crate::{CollectError, Ctx, Piece, Root};
 
 /// systemd-sysctl's directories, lowest precedence first (a later file of the same name
 /// replaces an earlier one; across names, files apply in name order).
-const SYSCTL_DIRS: &[&str] = &["/usr/lib/sysctl.d", "/lib/sysctl.d", "/usr/local/lib/sysctl.d", "/run/sysctl.d", "/etc/sysctl.d"];
+const SYSCTL_DIRS: &[&str] = &[
+    "/usr/lib/sysctl.d",
+    "/lib/sysctl.d",
+    "/usr/local/lib/sysctl.d",
+    "/run/sysctl.d",
+    "/etc/sysctl.d",
+];
 
 pub(crate) fn collect_config(ctx: &Ctx) -> Result<Piece, CollectError> {
     let root = &ctx.root;
@@ -26,8 +32,8 @@ pub(crate) fn collect_config(ctx: &Ctx) -> Result<Piece, CollectError> {
             }
         }
     }
-    let mut seen = BTreeMap::new();
-    modprobe.retain(|m: &ModprobeDirective| seen.insert((m.directive.clone(), m.args.clone()), ()).is_none());
+    let mut seen = std::collections::BTreeSet::new();
+    modprobe.retain(|m: &ModprobeDirective| seen.insert((m.directive.clone(), m.args.clone())));
 
     let mut load = Vec::new();
     if let Some(t) = root.read_opt("/etc/modules")? {
@@ -43,8 +49,8 @@ pub(crate) fn collect_config(ctx: &Ctx) -> Result<Piece, CollectError> {
             }
         }
     }
-    let mut seen = BTreeMap::new();
-    load.retain(|m: &ModuleLoad| seen.insert(m.module.clone(), ()).is_none());
+    let mut seen = std::collections::BTreeSet::new();
+    load.retain(|m: &ModuleLoad| seen.insert(m.module.clone()));
 
     Ok(Piece::new(move |file| {
         file.profile.kernel.sysctl = sysctl;
@@ -68,9 +74,18 @@ fn configured_sysctl(root: &Root) -> Result<Vec<Sysctl>, CollectError> {
     // /etc/sysctl.conf is applied last (it is linked as 99-sysctl.conf on Debian).
     ordered.push("/etc/sysctl.conf".into());
     for path in ordered {
-        let Some(text) = root.read_opt(&path)? else { continue };
+        let Some(text) = root.read_opt(&path)? else {
+            continue;
+        };
         for (name, value) in parse_sysctl_conf(&text) {
-            values.insert(name.clone(), Sysctl { name, value, file: path.clone() });
+            values.insert(
+                name.clone(),
+                Sysctl {
+                    name,
+                    value,
+                    file: path.clone(),
+                },
+            );
         }
     }
     Ok(values.into_values().collect())
@@ -86,7 +101,10 @@ pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
         }
         let path = format!("/proc/sys/{}", s.name.replace('.', "/"));
         if let Ok(Some(v)) = root.read_opt(&path) {
-            running.push(SysctlRunning { name: s.name.clone(), value: normalize_ws(&v) });
+            running.push(SysctlRunning {
+                name: s.name.clone(),
+                value: normalize_ws(&v),
+            });
         }
     }
     let modules = root
@@ -127,7 +145,11 @@ pub fn parse_modprobe(text: &str, file: &str) -> Vec<ModprobeDirective> {
                 return None;
             }
             let (d, args) = l.split_once(char::is_whitespace)?;
-            Some(ModprobeDirective { directive: d.into(), args: normalize_ws(args), file: file.into() })
+            Some(ModprobeDirective {
+                directive: d.into(),
+                args: normalize_ws(args),
+                file: file.into(),
+            })
         })
         .collect()
 }
@@ -150,7 +172,10 @@ pub fn parse_proc_modules(text: &str) -> Vec<Module> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            Some(Module { name: f.next()?.into(), size: f.next()?.parse().unwrap_or(0) })
+            Some(Module {
+                name: f.next()?.into(),
+                size: f.next()?.parse().unwrap_or(0),
+            })
         })
         .collect()
 }
@@ -169,7 +194,10 @@ mod tests {
 
     #[test]
     fn modprobe() {
-        let m = parse_modprobe("blacklist pcspkr\noptions  kvm_intel   nested=1\n", "/etc/modprobe.d/x.conf");
+        let m = parse_modprobe(
+            "blacklist pcspkr\noptions  kvm_intel   nested=1\n",
+            "/etc/modprobe.d/x.conf",
+        );
         assert_eq!(m[1].args, "kvm_intel nested=1");
     }
 

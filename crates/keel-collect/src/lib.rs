@@ -82,7 +82,10 @@ pub(crate) struct Piece {
 
 impl Piece {
     pub(crate) fn new(apply: impl FnOnce(&mut ProfileFile) + Send + 'static) -> Self {
-        Piece { apply: Box::new(apply), warnings: Vec::new() }
+        Piece {
+            apply: Box::new(apply),
+            warnings: Vec::new(),
+        }
     }
 
     pub(crate) fn warn(mut self, warnings: Vec<String>) -> Self {
@@ -104,7 +107,11 @@ impl Ctx {
     /// The dpkg database, parsed once and shared by the collectors that need it.
     pub fn dpkg(&self) -> Result<Arc<dpkg::Db>, CollectError> {
         self.dpkg
-            .get_or_init(|| dpkg::Db::load(&self.root).map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                dpkg::Db::load(&self.root)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
             .map_err(CollectError::Setup)
     }
@@ -176,7 +183,11 @@ const COLLECTORS: &[Def] = &[
     },
     Def {
         name: "packages",
-        tables: &["packages.packages", "packages.repositories", "packages.repository_keys"],
+        tables: &[
+            "packages.packages",
+            "packages.repositories",
+            "packages.repository_keys",
+        ],
         live_only: false,
         run: packages::collect,
     },
@@ -188,7 +199,11 @@ const COLLECTORS: &[Def] = &[
     },
     Def {
         name: "security",
-        tables: &["security.sshd", "security.ssh_host_keys", "security.sudoers"],
+        tables: &[
+            "security.sshd",
+            "security.ssh_host_keys",
+            "security.sudoers",
+        ],
         live_only: false,
         run: security::collect,
     },
@@ -206,13 +221,22 @@ const COLLECTORS: &[Def] = &[
     },
     Def {
         name: "network.live",
-        tables: &["network.interfaces", "network.addresses", "network.routes", "network.listening"],
+        tables: &[
+            "network.interfaces",
+            "network.addresses",
+            "network.routes",
+            "network.listening",
+        ],
         live_only: true,
         run: network::collect_live,
     },
     Def {
         name: "services",
-        tables: &["services.units", "services.default_target", "services.init_scripts"],
+        tables: &[
+            "services.units",
+            "services.default_target",
+            "services.init_scripts",
+        ],
         live_only: false,
         run: services::collect,
     },
@@ -266,7 +290,11 @@ pub fn capture(opts: &Options) -> Result<ProfileFile, CollectError> {
         )));
     }
     let key = load_or_create_key(&opts.state_dir)?;
-    let secrets = Secrets::new(opts.recovery_recipient.as_deref(), key, opts.previous.as_ref())?;
+    let secrets = Secrets::new(
+        opts.recovery_recipient.as_deref(),
+        key,
+        opts.previous.as_ref(),
+    )?;
     let ctx = Arc::new(Ctx {
         root,
         secrets,
@@ -312,7 +340,9 @@ pub fn capture(opts: &Options) -> Result<ProfileFile, CollectError> {
     let deadline = started + opts.timeout;
     while pending > 0 {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let Ok((i, result, took)) = rx.recv_timeout(wait) else { break };
+        let Ok((i, result, took)) = rx.recv_timeout(wait) else {
+            break;
+        };
         pending -= 1;
         let def = &COLLECTORS[i];
         let tables = def.tables.iter().map(ToString::to_string).collect();
@@ -320,9 +350,14 @@ pub fn capture(opts: &Options) -> Result<ProfileFile, CollectError> {
         reports[i] = Some(match result {
             Ok(piece) => {
                 (piece.apply)(&mut file);
-                let message =
-                    (!piece.warnings.is_empty()).then(|| piece.warnings.join("; "));
-                Collector { name: def.name.into(), state: CollectorState::Ok, duration_us, message, tables }
+                let message = (!piece.warnings.is_empty()).then(|| piece.warnings.join("; "));
+                Collector {
+                    name: def.name.into(),
+                    state: CollectorState::Ok,
+                    duration_us,
+                    message,
+                    tables,
+                }
             }
             Err(CollectError::Timeout { what, after }) => Collector {
                 name: def.name.into(),
@@ -363,12 +398,17 @@ pub fn capture(opts: &Options) -> Result<ProfileFile, CollectError> {
     p.meta.live = ctx.root.is_live();
     p.meta.started_at_ms = started_at_ms;
     if let Some(h) = p.os.host.first() {
-        p.meta.hostname = h.hostname.clone();
-        p.meta.machine_id = h.machine_id.clone();
+        p.meta.hostname.clone_from(&h.hostname);
+        p.meta.machine_id.clone_from(&h.machine_id);
     }
-    p.meta.recovery_recipient = opts.recovery_recipient.clone();
+    p.meta
+        .recovery_recipient
+        .clone_from(&opts.recovery_recipient);
     p.meta.previous = match &opts.previous {
-        Some(prev) => Some(prev.hash().map_err(|e| CollectError::Setup(e.to_string()))?),
+        Some(prev) => Some(
+            prev.hash()
+                .map_err(|e| CollectError::Setup(e.to_string()))?,
+        ),
         None => None,
     };
     p.normalize();

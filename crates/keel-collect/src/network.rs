@@ -14,10 +14,17 @@ pub(crate) fn collect_config(ctx: &Ctx) -> Result<Piece, CollectError> {
         .ok()
         .map(|t| t.to_string_lossy().into_owned());
     // A link into /run has no content on an offline root; the link itself is the config.
-    let resolv = root.read_opt("/etc/resolv.conf").ok().flatten().unwrap_or_default();
+    let resolv = root
+        .read_opt("/etc/resolv.conf")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let mut dns = parse_resolv_conf(&resolv);
     dns.resolv_conf_link = resolv_conf_link;
-    let hosts = root.read_opt("/etc/hosts")?.map(|t| parse_hosts(&t)).unwrap_or_default();
+    let hosts = root
+        .read_opt("/etc/hosts")?
+        .map(|t| parse_hosts(&t))
+        .unwrap_or_default();
 
     let mut ifupdown = Vec::new();
     read_interfaces(root, "/etc/network/interfaces", &mut ifupdown, 0)?;
@@ -28,11 +35,18 @@ pub(crate) fn collect_config(ctx: &Ctx) -> Result<Piece, CollectError> {
     }))
 }
 
-fn read_interfaces(root: &Root, path: &str, out: &mut Vec<IfupdownIface>, depth: u32) -> Result<(), CollectError> {
+fn read_interfaces(
+    root: &Root,
+    path: &str,
+    out: &mut Vec<IfupdownIface>,
+    depth: u32,
+) -> Result<(), CollectError> {
     if depth > 4 {
         return Ok(());
     }
-    let Some(text) = root.read_opt(path)? else { return Ok(()) };
+    let Some(text) = root.read_opt(path)? else {
+        return Ok(());
+    };
     let (mut ifaces, sources) = parse_interfaces(&text, path);
     out.append(&mut ifaces);
     for src in sources {
@@ -45,7 +59,10 @@ fn read_interfaces(root: &Root, path: &str, out: &mut Vec<IfupdownIface>, depth:
         };
         if pattern_all {
             for name in root.list_dir(&dir)? {
-                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                if name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
                     read_interfaces(root, &format!("{dir}/{name}"), out, depth + 1)?;
                 }
             }
@@ -81,7 +98,11 @@ pub fn parse_interfaces(text: &str, file: &str) -> (Vec<IfupdownIface>, Vec<Stri
             }
             "source" | "source-directory" => {
                 if let Some(p) = words.next() {
-                    let p = if p.starts_with('/') { p.to_string() } else { format!("/etc/network/{p}") };
+                    let p = if p.starts_with('/') {
+                        p.to_string()
+                    } else {
+                        format!("/etc/network/{p}")
+                    };
                     sources.push(p);
                 }
                 current = None;
@@ -90,7 +111,13 @@ pub fn parse_interfaces(text: &str, file: &str) -> (Vec<IfupdownIface>, Vec<Stri
                 let name = words.next().unwrap_or("").to_string();
                 let family = words.next().unwrap_or("inet").to_string();
                 let method = words.next().unwrap_or("").to_string();
-                out.push(IfupdownIface { name, family, method, file: file.into(), ..IfupdownIface::default() });
+                out.push(IfupdownIface {
+                    name,
+                    family,
+                    method,
+                    file: file.into(),
+                    ..IfupdownIface::default()
+                });
                 current = Some(out.len() - 1);
             }
             "mapping" => current = None,
@@ -134,9 +161,15 @@ pub fn parse_hosts(text: &str) -> Vec<HostsEntry> {
         let line = line.split('#').next().unwrap_or("");
         let mut w = line.split_whitespace();
         let Some(addr) = w.next() else { continue };
-        by_addr.entry(addr.to_string()).or_default().extend(w.map(String::from));
+        by_addr
+            .entry(addr.to_string())
+            .or_default()
+            .extend(w.map(String::from));
     }
-    by_addr.into_iter().map(|(address, names)| HostsEntry { address, names }).collect()
+    by_addr
+        .into_iter()
+        .map(|(address, names)| HostsEntry { address, names })
+        .collect()
 }
 
 pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
@@ -144,7 +177,12 @@ pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
     let mut interfaces = Vec::new();
     for name in root.list_dir("/sys/class/net")? {
         let base = format!("/sys/class/net/{name}");
-        let read = |f: &str| root.read_opt(&format!("{base}/{f}")).ok().flatten().map(|s| s.trim().to_string());
+        let read = |f: &str| {
+            root.read_opt(&format!("{base}/{f}"))
+                .ok()
+                .flatten()
+                .map(|s| s.trim().to_string())
+        };
         let kind = if root.path(&format!("{base}/device")).exists() {
             "physical"
         } else if root.path(&format!("{base}/bridge")).exists() {
@@ -191,12 +229,15 @@ pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
 
 /// Parses `ip -j addr show`.
 pub fn parse_ip_addr(json: &str) -> Result<Vec<Address>, CollectError> {
-    let v: Value = serde_json::from_str(json).map_err(|e| CollectError::parse("ip -j addr", e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| CollectError::parse("ip -j addr", e.to_string()))?;
     let mut out = Vec::new();
     for link in v.as_array().into_iter().flatten() {
         let ifname = link["ifname"].as_str().unwrap_or("").to_string();
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            let (Some(local), Some(prefix)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else { continue };
+            let (Some(local), Some(prefix)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else {
+                continue;
+            };
             out.push(Address {
                 interface: ifname.clone(),
                 family: a["family"].as_str().unwrap_or("").into(),
@@ -211,7 +252,8 @@ pub fn parse_ip_addr(json: &str) -> Result<Vec<Address>, CollectError> {
 
 /// Parses `ip -j route show table all`, skipping the kernel's local and broadcast routes.
 pub fn parse_ip_route(json: &str) -> Result<Vec<Route>, CollectError> {
-    let v: Value = serde_json::from_str(json).map_err(|e| CollectError::parse("ip -j route", e.to_string()))?;
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| CollectError::parse("ip -j route", e.to_string()))?;
     let mut out = Vec::new();
     for r in v.as_array().into_iter().flatten() {
         let kind = r["type"].as_str().unwrap_or("unicast");
@@ -236,7 +278,12 @@ pub fn parse_ip_route(json: &str) -> Result<Vec<Route>, CollectError> {
 
 fn listening(root: &Root) -> Result<Vec<Listener>, CollectError> {
     let mut socks: Vec<(String, String, u16, u64)> = Vec::new();
-    for (file, proto, v6) in [("tcp", "tcp", false), ("tcp6", "tcp", true), ("udp", "udp", false), ("udp6", "udp", true)] {
+    for (file, proto, v6) in [
+        ("tcp", "tcp", false),
+        ("tcp6", "tcp", true),
+        ("udp", "udp", false),
+        ("udp6", "udp", true),
+    ] {
         if let Some(t) = root.read_opt(&format!("/proc/net/{file}"))? {
             for (addr, port, inode) in parse_proc_net(&t, v6, proto == "tcp") {
                 socks.push((proto.to_string(), addr, port, inode));
@@ -250,7 +297,13 @@ fn listening(root: &Root) -> Result<Vec<Listener>, CollectError> {
     let mut out: BTreeMap<String, Listener> = BTreeMap::new();
     for (protocol, address, port, inode) in socks {
         let (process, unit) = owners.get(&inode).cloned().unwrap_or((None, None));
-        let l = Listener { protocol, address, port, process, unit };
+        let l = Listener {
+            protocol,
+            address,
+            port,
+            process,
+            unit,
+        };
         out.entry(keel_profile::Record::key(&l)).or_insert(l);
     }
     Ok(out.into_values().collect())
@@ -259,9 +312,16 @@ fn listening(root: &Root) -> Result<Vec<Listener>, CollectError> {
 /// Socket inode → (process name, systemd unit), from `/proc/*/fd`.
 fn socket_owners(root: &Root) -> HashMap<u64, (Option<String>, Option<String>)> {
     let mut map = HashMap::new();
-    let Ok(pids) = root.list_dir("/proc") else { return map };
-    for pid in pids.into_iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) {
-        let Ok(fds) = std::fs::read_dir(root.path(&format!("/proc/{pid}/fd"))) else { continue };
+    let Ok(pids) = root.list_dir("/proc") else {
+        return map;
+    };
+    for pid in pids
+        .into_iter()
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let Ok(fds) = std::fs::read_dir(root.path(&format!("/proc/{pid}/fd"))) else {
+            continue;
+        };
         let mut inodes = Vec::new();
         for fd in fds.flatten() {
             if let Ok(t) = std::fs::read_link(fd.path()) {
@@ -276,7 +336,11 @@ fn socket_owners(root: &Root) -> HashMap<u64, (Option<String>, Option<String>)> 
         if inodes.is_empty() {
             continue;
         }
-        let comm = root.read_opt(&format!("/proc/{pid}/comm")).ok().flatten().map(|s| s.trim().to_string());
+        let comm = root
+            .read_opt(&format!("/proc/{pid}/comm"))
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string());
         let unit = root
             .read_opt(&format!("/proc/{pid}/cgroup"))
             .ok()
@@ -313,9 +377,15 @@ pub fn parse_proc_net(text: &str, v6: bool, tcp: bool) -> Vec<(String, u16, u64)
         if (tcp && state != "0A") || (!tcp && state != "07") {
             continue;
         }
-        let Some((addr_hex, port_hex)) = f[1].split_once(':') else { continue };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
-        let Some(addr) = decode_addr(addr_hex, v6) else { continue };
+        let Some((addr_hex, port_hex)) = f[1].split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
+            continue;
+        };
+        let Some(addr) = decode_addr(addr_hex, v6) else {
+            continue;
+        };
         let inode = f[9].parse().unwrap_or(0);
         out.push((addr, port, inode));
     }
@@ -349,7 +419,10 @@ mod tests {
         let l = parse_proc_net(t, false, true);
         assert_eq!(l, vec![("0.0.0.0".to_string(), 22, 12345)]);
         let t6 = "h\n   0: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000   101        0 777 2\n";
-        assert_eq!(parse_proc_net(t6, true, false), vec![("::1".to_string(), 53, 777)]);
+        assert_eq!(
+            parse_proc_net(t6, true, false),
+            vec![("::1".to_string(), 53, 777)]
+        );
     }
 
     #[test]
@@ -374,7 +447,10 @@ mod tests {
 
     #[test]
     fn cgroup_unit() {
-        assert_eq!(unit_from_cgroup("0::/system.slice/ssh.service\n").as_deref(), Some("ssh.service"));
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/ssh.service\n").as_deref(),
+            Some("ssh.service")
+        );
         assert_eq!(unit_from_cgroup("0::/\n"), None);
     }
 
@@ -382,7 +458,8 @@ mod tests {
     fn resolv_and_hosts() {
         let d = parse_resolv_conf("nameserver 192.0.2.53\nsearch example.org\n");
         assert_eq!(d.nameservers, vec!["192.0.2.53"]);
-        let h = parse_hosts("127.0.0.1 localhost\n::1 localhost ip6-localhost # x\n127.0.0.1 extra\n");
+        let h =
+            parse_hosts("127.0.0.1 localhost\n::1 localhost ip6-localhost # x\n127.0.0.1 extra\n");
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].names, vec!["localhost", "extra"]);
     }

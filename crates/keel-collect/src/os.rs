@@ -30,13 +30,21 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         .read_opt("/etc/hostname")?
         .map(|h| h.lines().next().unwrap_or("").trim().to_string())
         .unwrap_or_default();
-    let machine_id = root.read_opt("/etc/machine-id")?.unwrap_or_default().trim().to_string();
+    let machine_id = root
+        .read_opt("/etc/machine-id")?
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let timezone = match std::fs::read_link(root.path("/etc/localtime")) {
         Ok(t) => {
             let t = t.to_string_lossy().into_owned();
-            t.split_once("zoneinfo/").map(|(_, z)| z.to_string()).or(Some(t))
+            t.split_once("zoneinfo/")
+                .map(|(_, z)| z.to_string())
+                .or(Some(t))
         }
-        Err(_) => root.read_opt("/etc/timezone")?.map(|s| s.trim().to_string()),
+        Err(_) => root
+            .read_opt("/etc/timezone")?
+            .map(|s| s.trim().to_string()),
     };
     let locale_file = match root.read_opt("/etc/default/locale")? {
         Some(t) => Some(t),
@@ -52,7 +60,13 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
                 .flatten()
                 .and_then(|t| parse_env_file(&t).get("KEYMAP").cloned())
         });
-    let host = HostSettings { hostname, machine_id, timezone, locale, keymap };
+    let host = HostSettings {
+        hostname,
+        machine_id,
+        timezone,
+        locale,
+        keymap,
+    };
 
     // Installed kernels: images in /boot, module trees in /lib/modules.
     let mut kernels: BTreeMap<String, InstalledKernel> = BTreeMap::new();
@@ -67,9 +81,15 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             k.initrd = Some(format!("/boot/{name}"));
         }
     }
-    let modules_dir = if root.path("/lib/modules").is_dir() { "/lib/modules" } else { "/usr/lib/modules" };
+    let modules_dir = if root.path("/lib/modules").is_dir() {
+        "/lib/modules"
+    } else {
+        "/usr/lib/modules"
+    };
     for rel in root.list_dir(modules_dir)? {
-        if root.path(&format!("{modules_dir}/{rel}/modules.dep")).exists()
+        if root
+            .path(&format!("{modules_dir}/{rel}/modules.dep"))
+            .exists()
             || root.path(&format!("{modules_dir}/{rel}/kernel")).is_dir()
         {
             let k = kernels.entry(rel.clone()).or_default();
@@ -84,20 +104,25 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let grub_cfg_hash = std::fs::read(&grub_cfg).ok().map(|d| Hash::of(&d));
     let db = ctx.dpkg().ok();
     let installed = |name: &str| {
-        db.as_ref()
-            .is_some_and(|d| d.packages.iter().any(|p| p.name == name && p.state == "installed"))
+        db.as_ref().is_some_and(|d| {
+            d.packages
+                .iter()
+                .any(|p| p.name == name && p.state == "installed")
+        })
     };
-    let bootloader = if installed("grub-efi-amd64") || installed("grub-efi-arm64") || installed("grub-efi-ia32") {
-        "grub-efi"
-    } else if installed("grub-pc") {
-        "grub-pc"
-    } else if installed("systemd-boot") {
-        "systemd-boot"
-    } else if grub_cfg_hash.is_some() {
-        "grub"
-    } else {
-        "none"
-    };
+    let bootloader =
+        if installed("grub-efi-amd64") || installed("grub-efi-arm64") || installed("grub-efi-ia32")
+        {
+            "grub-efi"
+        } else if installed("grub-pc") {
+            "grub-pc"
+        } else if installed("systemd-boot") {
+            "systemd-boot"
+        } else if grub_cfg_hash.is_some() {
+            "grub"
+        } else {
+            "none"
+        };
     let fstab = root.read_opt("/etc/fstab")?.unwrap_or_default();
     let efi_partition = fstab.lines().any(|l| {
         let mut f = l.split_whitespace();
@@ -135,8 +160,16 @@ pub(crate) fn collect_running(ctx: &Ctx) -> Result<Piece, CollectError> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     let arch = std::env::consts::ARCH.to_string();
-    let k = RunningKernel { release, version, arch, cmdline, uptime_s };
-    Ok(Piece::new(move |file| file.profile.os.running_kernel = vec![k]))
+    let k = RunningKernel {
+        release,
+        version,
+        arch,
+        cmdline,
+        uptime_s,
+    };
+    Ok(Piece::new(move |file| {
+        file.profile.os.running_kernel = vec![k];
+    }))
 }
 
 /// Parses `KEY=value` files (os-release, /etc/default/*), removing shell quotes.
@@ -148,7 +181,9 @@ pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim();
         let v = if (v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
             || (v.starts_with('\'') && v.ends_with('\'') && v.len() >= 2)

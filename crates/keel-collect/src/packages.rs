@@ -28,7 +28,9 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     if let Some(dbpath) = rpm_dbpath(&ctx.root) {
         match rpm_packages(ctx, &dbpath) {
             Ok(mut rpms) => packages.append(&mut rpms),
-            Err(e) => warnings.push(format!("rpm database at {dbpath} present but unreadable: {e}")),
+            Err(e) => warnings.push(format!(
+                "rpm database at {dbpath} present but unreadable: {e}"
+            )),
         }
     }
 
@@ -38,7 +40,9 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     }
     for name in ctx.root.list_dir("/etc/apt/sources.list.d")? {
         let path = format!("/etc/apt/sources.list.d/{name}");
-        let Some(text) = ctx.root.read_opt(&path)? else { continue };
+        let Some(text) = ctx.root.read_opt(&path)? else {
+            continue;
+        };
         if name.ends_with(".list") {
             repositories.extend(parse_sources_list(&text, &path));
         } else if name.ends_with(".sources") {
@@ -57,7 +61,11 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
 
     let mut keys = Vec::new();
     let mut key_paths: Vec<String> = Vec::new();
-    for dir in ["/etc/apt/trusted.gpg.d", "/etc/apt/keyrings", "/usr/share/keyrings"] {
+    for dir in [
+        "/etc/apt/trusted.gpg.d",
+        "/etc/apt/keyrings",
+        "/usr/share/keyrings",
+    ] {
         for name in ctx.root.list_dir(dir)? {
             key_paths.push(format!("{dir}/{name}"));
         }
@@ -76,9 +84,15 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     for path in key_paths {
         let host = ctx.root.path(&path);
         match std::fs::read(&host) {
-            Ok(data) => keys.push(RepositoryKey { path, hash: Hash::of(&data), size: data.len() as u64 }),
+            Ok(data) => keys.push(RepositoryKey {
+                path,
+                hash: Hash::of(&data),
+                size: data.len() as u64,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                warnings.push(format!("repository key {path} named by a source is missing"));
+                warnings.push(format!(
+                    "repository key {path} named by a source is missing"
+                ));
             }
             Err(e) if e.raw_os_error() == Some(21) => {} // a directory
             Err(e) => warnings.push(format!("cannot read {path}: {e}")),
@@ -107,13 +121,15 @@ fn dedup_keys(repos: &mut [Repository]) {
 }
 
 fn rpm_dbpath(root: &Root) -> Option<String> {
-    ["/var/lib/rpm", "/usr/lib/sysimage/rpm"].into_iter().find_map(|d| {
-        let names = root.list_dir(d).ok()?;
-        names
-            .iter()
-            .any(|n| n == "Packages" || n == "rpmdb.sqlite" || n == "Packages.db")
-            .then(|| d.to_string())
-    })
+    ["/var/lib/rpm", "/usr/lib/sysimage/rpm"]
+        .into_iter()
+        .find_map(|d| {
+            let names = root.list_dir(d).ok()?;
+            names
+                .iter()
+                .any(|n| n == "Packages" || n == "rpmdb.sqlite" || n == "Packages.db")
+                .then(|| d.to_string())
+        })
 }
 
 fn rpm_packages(ctx: &Ctx, dbpath: &str) -> Result<Vec<Package>, CollectError> {
@@ -141,14 +157,25 @@ pub fn parse_rpm_qa(out: &str) -> Vec<Package> {
             if f.len() < 5 {
                 return None;
             }
-            let epoch = if f[1] == "0" || f[1].is_empty() { String::new() } else { format!("{}:", f[1]) };
+            let epoch = if f[1] == "0" || f[1].is_empty() {
+                String::new()
+            } else {
+                format!("{}:", f[1])
+            };
             Some(Package {
                 name: f[0].into(),
-                arch: if f[4] == "(none)" { String::new() } else { f[4].into() },
+                arch: if f[4] == "(none)" {
+                    String::new()
+                } else {
+                    f[4].into()
+                },
                 version: format!("{epoch}{}-{}", f[2], f[3]),
                 manager: "rpm".into(),
                 status: "installed".into(),
-                source: f.get(5).filter(|s| **s != "(none)").map(|s| (*s).to_string()),
+                source: f
+                    .get(5)
+                    .filter(|s| **s != "(none)")
+                    .map(|s| (*s).to_string()),
                 ..Package::default()
             })
         })
@@ -174,7 +201,9 @@ pub fn parse_sources_list(text: &str, file: &str) -> Vec<Repository> {
         rest = rest[kind.len()..].trim_start();
         let mut options = BTreeMap::new();
         if let Some(after) = rest.strip_prefix('[') {
-            let Some((opts, tail)) = after.split_once(']') else { continue };
+            let Some((opts, tail)) = after.split_once(']') else {
+                continue;
+            };
             for o in opts.split_whitespace() {
                 if let Some((k, v)) = o.split_once('=') {
                     options.insert(k.to_string(), v.to_string());
@@ -183,7 +212,9 @@ pub fn parse_sources_list(text: &str, file: &str) -> Vec<Repository> {
             rest = tail.trim_start();
         }
         let mut words = rest.split_whitespace();
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
         out.push(Repository {
             kind,
             uri: uri.into(),
@@ -221,9 +252,11 @@ pub fn parse_deb822_sources(text: &str, file: &str) -> Vec<Repository> {
                 last = Some(k);
             }
         }
-        let (Some(types), Some(uris), Some(suites)) =
-            (fields.get("types"), fields.get("uris"), fields.get("suites"))
-        else {
+        let (Some(types), Some(uris), Some(suites)) = (
+            fields.get("types"),
+            fields.get("uris"),
+            fields.get("suites"),
+        ) else {
             continue;
         };
         let enabled = fields.get("enabled").is_none_or(|v| v != "no");
@@ -233,9 +266,16 @@ pub fn parse_deb822_sources(text: &str, file: &str) -> Vec<Repository> {
             .unwrap_or_default();
         let mut options = BTreeMap::new();
         for (k, v) in &fields {
-            if !matches!(k.as_str(), "types" | "uris" | "suites" | "components" | "enabled") {
+            if !matches!(
+                k.as_str(),
+                "types" | "uris" | "suites" | "components" | "enabled"
+            ) {
                 // An inline key block is recorded by hash, not pasted into every profile.
-                let v = if v.contains("BEGIN PGP") { format!("inline key {}", Hash::of(v.as_bytes()).short()) } else { v.clone() };
+                let v = if v.contains("BEGIN PGP") {
+                    format!("inline key {}", Hash::of(v.as_bytes()).short())
+                } else {
+                    v.clone()
+                };
                 options.insert(k.clone(), v);
             }
         }
@@ -270,7 +310,15 @@ pub fn parse_yum_repo(text: &str, file: &str) -> Vec<Repository> {
                 .or_else(|| kv.remove("mirrorlist"))
                 .unwrap_or_default();
             let enabled = kv.get("enabled").is_none_or(|v| v != "0");
-            out.push(Repository { kind: "rpm-md".into(), uri, suite: id, components: Vec::new(), options: kv, file: file.into(), enabled });
+            out.push(Repository {
+                kind: "rpm-md".into(),
+                uri,
+                suite: id,
+                components: Vec::new(),
+                options: kv,
+                file: file.into(),
+                enabled,
+            });
         }
     };
     for line in text.lines() {
@@ -314,7 +362,10 @@ mod tests {
             "/etc/apt/sources.list.d/debian.sources",
         );
         assert_eq!(r.len(), 4);
-        assert_eq!(r[0].options["signed-by"], "/usr/share/keyrings/debian-archive-keyring.gpg");
+        assert_eq!(
+            r[0].options["signed-by"],
+            "/usr/share/keyrings/debian-archive-keyring.gpg"
+        );
     }
 
     #[test]

@@ -117,7 +117,10 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
         .spawn()
-        .map_err(|e| CollectError::Command { command: cmdline(), detail: e.to_string() })?;
+        .map_err(|e| CollectError::Command {
+            command: cmdline(),
+            detail: e.to_string(),
+        })?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let out_reader = std::thread::spawn(move || {
@@ -137,11 +140,17 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(CollectError::Timeout { what: cmdline(), after: timeout });
+                return Err(CollectError::Timeout {
+                    what: cmdline(),
+                    after: timeout,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => {
-                return Err(CollectError::Command { command: cmdline(), detail: e.to_string() })
+                return Err(CollectError::Command {
+                    command: cmdline(),
+                    detail: e.to_string(),
+                })
             }
         }
     };
@@ -158,7 +167,6 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
 
 /// True when `program` is on the `PATH`.
 pub fn have(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }

@@ -44,7 +44,9 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         if !name.ends_with(".timer") || scan.masked.contains(name) {
             continue;
         }
-        let Some(text) = root.read_opt(path)? else { continue };
+        let Some(text) = root.read_opt(path)? else {
+            continue;
+        };
         let mut t = parse_timer(&text, name);
         t.enabled = scan.enabled.contains(name);
         timers.push(t);
@@ -83,7 +85,9 @@ pub fn parse_crontab(text: &str, source: &str, user: Option<&str>) -> Vec<CronJo
         let (schedule, rest) = if first.starts_with('@') {
             (first.to_string(), line[first.len()..].trim_start())
         } else {
-            let mut fields = line.splitn(6, char::is_whitespace).filter(|s| !s.is_empty());
+            let mut fields = line
+                .splitn(6, char::is_whitespace)
+                .filter(|s| !s.is_empty());
             let f: Vec<&str> = (0..5).filter_map(|_| fields.next()).collect();
             if f.len() < 5 {
                 continue;
@@ -91,12 +95,13 @@ pub fn parse_crontab(text: &str, source: &str, user: Option<&str>) -> Vec<CronJo
             let consumed = nth_field_end(line, 5);
             (f.join(" "), line[consumed..].trim_start())
         };
-        let (job_user, command) = match user {
-            Some(u) => (Some(u.to_string()), rest.to_string()),
-            None => {
-                let Some((u, cmd)) = rest.split_once(char::is_whitespace) else { continue };
-                (Some(u.to_string()), cmd.trim_start().to_string())
-            }
+        let (job_user, command) = if let Some(u) = user {
+            (Some(u.to_string()), rest.to_string())
+        } else {
+            let Some((u, cmd)) = rest.split_once(char::is_whitespace) else {
+                continue;
+            };
+            (Some(u.to_string()), cmd.trim_start().to_string())
         };
         out.push(CronJob {
             id: format!("{source}: {command}"),
@@ -114,7 +119,13 @@ pub fn parse_anacrontab(text: &str) -> Vec<CronJob> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.split_whitespace().next().is_some_and(|w| w.contains('=')) {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains('='))
+        {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -170,7 +181,9 @@ pub fn parse_timer(text: &str, name: &str) -> Timer {
         if section != "timer" {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim().to_string();
         match k.trim() {
             "OnCalendar" if v.is_empty() => t.on_calendar.clear(),
@@ -205,7 +218,11 @@ mod tests {
 
     #[test]
     fn user_crontab() {
-        let j = parse_crontab("*/5 * * * * /home/a/bin/poll --quiet\n", "/var/spool/cron/crontabs/a", Some("a"));
+        let j = parse_crontab(
+            "*/5 * * * * /home/a/bin/poll --quiet\n",
+            "/var/spool/cron/crontabs/a",
+            Some("a"),
+        );
         assert_eq!(j[0].command, "/home/a/bin/poll --quiet");
         assert_eq!(j[0].schedule, "*/5 * * * *");
     }

@@ -19,7 +19,10 @@ pub struct Secrets {
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
-            .field("recipient", &self.recipient.as_ref().map(ToString::to_string))
+            .field(
+                "recipient",
+                &self.recipient.as_ref().map(ToString::to_string),
+            )
             .field("key", &"<redacted>")
             .field("previous", &self.previous.len())
             .finish()
@@ -60,7 +63,11 @@ impl Secrets {
                 }
             }
         }
-        Ok(Secrets { recipient, key, previous: prev })
+        Ok(Secrets {
+            recipient,
+            key,
+            previous: prev,
+        })
     }
 
     /// Keyed fingerprint of secret material: equal inputs give equal fingerprints on this host,
@@ -70,7 +77,14 @@ impl Secrets {
     }
 
     /// Seals the secret content of `path`.
-    pub fn seal(&self, path: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Sealed, CollectError> {
+    pub fn seal(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Sealed, CollectError> {
         let fingerprint = self.fingerprint(data);
         let mut row = Secret {
             path: path.to_string(),
@@ -90,14 +104,20 @@ impl Secrets {
         if let Some((fp, h, ct)) = self.previous.get(path) {
             if *fp == fingerprint {
                 row.ciphertext = Some(*h);
-                return Ok(Sealed { row, blob: Some((*h, ct.clone())) });
+                return Ok(Sealed {
+                    row,
+                    blob: Some((*h, ct.clone())),
+                });
             }
         }
         let ct = age::encrypt(recipient, data)
             .map_err(|e| CollectError::Setup(format!("cannot encrypt {path}: {e}")))?;
         let h = Hash::of(&ct);
         row.ciphertext = Some(h);
-        Ok(Sealed { row, blob: Some((h, ct)) })
+        Ok(Sealed {
+            row,
+            blob: Some((h, ct)),
+        })
     }
 }
 
@@ -135,7 +155,9 @@ pub fn load_or_create_key(state_dir: &Path) -> Result<[u8; 32], CollectError> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| hint(&e))?;
-        f.write_all(&k).and_then(|()| f.sync_all()).map_err(|e| hint(&e))?;
+        f.write_all(&k)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| hint(&e))?;
     }
     std::fs::rename(&tmp, &path).map_err(|e| hint(&e))?;
     Ok(k)

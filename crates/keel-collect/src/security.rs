@@ -10,7 +10,15 @@ use crate::users::ssh_fingerprint;
 use crate::{have, CollectError, Ctx, Piece, Root};
 
 /// sshd keywords that accumulate instead of first-value-wins.
-const SSHD_MULTI: &[&str] = &["hostkey", "port", "listenaddress", "acceptenv", "subsystem", "hostcertificate", "setenv"];
+const SSHD_MULTI: &[&str] = &[
+    "hostkey",
+    "port",
+    "listenaddress",
+    "acceptenv",
+    "subsystem",
+    "hostcertificate",
+    "setenv",
+];
 
 pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let root = &ctx.root;
@@ -26,7 +34,11 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
                 let mut w = text.split_whitespace();
                 if let (Some(t), Some(b)) = (w.next(), w.next()) {
                     if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b) {
-                        host_keys.push(SshHostKey { key_type: t.into(), fingerprint: ssh_fingerprint(&raw), path });
+                        host_keys.push(SshHostKey {
+                            key_type: t.into(),
+                            fingerprint: ssh_fingerprint(&raw),
+                            path,
+                        });
                     }
                 }
             }
@@ -47,8 +59,8 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             sudo.extend(parse_sudoers(&t, &path));
         }
     }
-    let mut seen = BTreeMap::new();
-    sudo.retain(|r: &SudoRule| seen.insert((r.file.clone(), r.rule.clone()), ()).is_none());
+    let mut seen = std::collections::BTreeSet::new();
+    sudo.retain(|r: &SudoRule| seen.insert((r.file.clone(), r.rule.clone())));
 
     Ok(Piece::new(move |file| {
         file.profile.security.sshd = sshd;
@@ -57,18 +69,28 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     }))
 }
 
-fn read_sshd(root: &Root, path: &str, out: &mut BTreeMap<String, SshdSetting>, depth: u32) -> Result<(), CollectError> {
+fn read_sshd(
+    root: &Root,
+    path: &str,
+    out: &mut BTreeMap<String, SshdSetting>,
+    depth: u32,
+) -> Result<(), CollectError> {
     if depth > 8 {
         return Ok(());
     }
-    let Some(text) = root.read_opt(path)? else { return Ok(()) };
+    let Some(text) = root.read_opt(path)? else {
+        return Ok(());
+    };
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let (kw, value) = match line.split_once(|c: char| c.is_whitespace() || c == '=') {
-            Some((k, v)) => (k.to_ascii_lowercase(), v.trim().trim_start_matches('=').trim().to_string()),
+            Some((k, v)) => (
+                k.to_ascii_lowercase(),
+                v.trim().trim_start_matches('=').trim().to_string(),
+            ),
             None => continue,
         };
         if kw == "match" {
@@ -77,7 +99,11 @@ fn read_sshd(root: &Root, path: &str, out: &mut BTreeMap<String, SshdSetting>, d
         }
         if kw == "include" {
             for pattern in value.split_whitespace() {
-                let pattern = if pattern.starts_with('/') { pattern.to_string() } else { format!("/etc/ssh/{pattern}") };
+                let pattern = if pattern.starts_with('/') {
+                    pattern.to_string()
+                } else {
+                    format!("/etc/ssh/{pattern}")
+                };
                 for p in expand_glob(root, &pattern)? {
                     read_sshd(root, &p, out, depth + 1)?;
                 }
@@ -85,13 +111,21 @@ fn read_sshd(root: &Root, path: &str, out: &mut BTreeMap<String, SshdSetting>, d
             continue;
         }
         if SSHD_MULTI.contains(&kw.as_str()) {
-            let e = out.entry(kw.clone()).or_insert_with(|| SshdSetting { name: kw.clone(), value: String::new(), file: path.into() });
+            let e = out.entry(kw.clone()).or_insert_with(|| SshdSetting {
+                name: kw.clone(),
+                value: String::new(),
+                file: path.into(),
+            });
             if !e.value.is_empty() {
                 e.value.push_str("; ");
             }
             e.value.push_str(&value);
         } else {
-            out.entry(kw.clone()).or_insert(SshdSetting { name: kw, value, file: path.into() });
+            out.entry(kw.clone()).or_insert(SshdSetting {
+                name: kw,
+                value,
+                file: path.into(),
+            });
         }
     }
     Ok(())
@@ -100,7 +134,9 @@ fn read_sshd(root: &Root, path: &str, out: &mut BTreeMap<String, SshdSetting>, d
 /// Expands a `dir/*.conf`-style glob (one `*` in the last component) inside the root.
 fn expand_glob(root: &Root, pattern: &str) -> Result<Vec<String>, CollectError> {
     let (dir, name) = pattern.rsplit_once('/').unwrap_or(("/", pattern));
-    let Some((pre, post)) = name.split_once('*') else { return Ok(vec![pattern.to_string()]) };
+    let Some((pre, post)) = name.split_once('*') else {
+        return Ok(vec![pattern.to_string()]);
+    };
     Ok(root
         .list_dir(dir)?
         .into_iter()
@@ -127,7 +163,10 @@ pub fn parse_sudoers(text: &str, file: &str) -> Vec<SudoRule> {
         cur.push_str(t);
         let rule = cur.split_whitespace().collect::<Vec<_>>().join(" ");
         cur.clear();
-        out.push(SudoRule { file: file.into(), rule });
+        out.push(SudoRule {
+            file: file.into(),
+            rule,
+        });
     }
     out
 }
@@ -141,13 +180,25 @@ pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
             .ok()
             .flatten()
             .map(|t| t.lines().count() as u64);
-        mac.push(MacState { name: "apparmor".into(), enabled: e.trim() == "Y", mode: None, profiles });
+        mac.push(MacState {
+            name: "apparmor".into(),
+            enabled: e.trim() == "Y",
+            mode: None,
+            profiles,
+        });
     }
     if let Some(e) = root.read_opt("/sys/fs/selinux/enforce")? {
         mac.push(MacState {
             name: "selinux".into(),
             enabled: true,
-            mode: Some(if e.trim() == "1" { "enforcing" } else { "permissive" }.into()),
+            mode: Some(
+                if e.trim() == "1" {
+                    "enforcing"
+                } else {
+                    "permissive"
+                }
+                .into(),
+            ),
             profiles: None,
         });
     }
@@ -155,14 +206,21 @@ pub(crate) fn collect_live(ctx: &Ctx) -> Result<Piece, CollectError> {
     let mut warnings = Vec::new();
     if have("nft") {
         match ctx.run("nft", &["list", "ruleset"]) {
-            Ok(out) => firewall.push(FirewallRuleset { backend: "nftables".into(), rules: count_nft_rules(&out), hash: Hash::of(out.as_bytes()) }),
+            Ok(out) => firewall.push(FirewallRuleset {
+                backend: "nftables".into(),
+                rules: count_nft_rules(&out),
+                hash: Hash::of(out.as_bytes()),
+            }),
             Err(e) => warnings.push(format!("nftables ruleset unknown: {e}")),
         }
     } else if have("iptables-save") {
         match ctx.run("iptables-save", &[]) {
             Ok(out) => {
                 // Counters and the timestamp comment change by themselves; hash the rules only.
-                let rules: Vec<&str> = out.lines().filter(|l| l.starts_with('-') || l.starts_with('*')).collect();
+                let rules: Vec<&str> = out
+                    .lines()
+                    .filter(|l| l.starts_with('-') || l.starts_with('*'))
+                    .collect();
                 firewall.push(FirewallRuleset {
                     backend: "iptables".into(),
                     rules: rules.iter().filter(|l| l.starts_with("-A")).count() as u64,

@@ -15,8 +15,17 @@ const UNIT_DIRS: &[&str] = &[
     "/usr/lib/systemd/system",
 ];
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".timer", ".target", ".mount", ".automount", ".path", ".swap",
-    ".slice", ".scope", ".device",
+    ".service",
+    ".socket",
+    ".timer",
+    ".target",
+    ".mount",
+    ".automount",
+    ".path",
+    ".swap",
+    ".slice",
+    ".scope",
+    ".device",
 ];
 
 /// What the `[Install]` section of a unit file says, and the few `[Service]` facts needed.
@@ -50,7 +59,9 @@ pub(crate) fn scan(root: &Root) -> Result<UnitScan, CollectError> {
     let mut aliases: BTreeMap<String, String> = BTreeMap::new();
     let mut seen_dirs = BTreeSet::new();
     for dir in UNIT_DIRS {
-        let Ok(real) = root.path(dir).canonicalize() else { continue };
+        let Ok(real) = root.path(dir).canonicalize() else {
+            continue;
+        };
         if !seen_dirs.insert(real) {
             continue;
         }
@@ -60,9 +71,13 @@ pub(crate) fn scan(root: &Root) -> Result<UnitScan, CollectError> {
             }
             let path = format!("{dir}/{name}");
             let host = root.path(&path);
-            let Ok(meta) = host.symlink_metadata() else { continue };
+            let Ok(meta) = host.symlink_metadata() else {
+                continue;
+            };
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&host).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+                let target = std::fs::read_link(&host)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if target == "/dev/null" {
                     masked.insert(name.clone());
                     fragments.entry(name).or_insert(path);
@@ -100,12 +115,22 @@ pub(crate) fn scan(root: &Root) -> Result<UnitScan, CollectError> {
             }
         }
     }
-    Ok(UnitScan { fragments, masked, aliases, enabled })
+    Ok(UnitScan {
+        fragments,
+        masked,
+        aliases,
+        enabled,
+    })
 }
 
 pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let root = &ctx.root;
-    let UnitScan { fragments, masked, aliases, enabled } = scan(root)?;
+    let UnitScan {
+        fragments,
+        masked,
+        aliases,
+        enabled,
+    } = scan(root)?;
     let aliased_targets: BTreeSet<String> = aliases.values().cloned().collect();
 
     let mut units = Vec::new();
@@ -115,7 +140,10 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         if masked.contains(name) {
             state = "masked";
         } else {
-            info = root.read_opt(path)?.map(|t| parse_unit_file(&t)).unwrap_or_default();
+            info = root
+                .read_opt(path)?
+                .map(|t| parse_unit_file(&t))
+                .unwrap_or_default();
             let has_install = !info.wanted_by.is_empty()
                 || !info.required_by.is_empty()
                 || !info.upheld_by.is_empty()
@@ -157,7 +185,17 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
 
     let mut warnings = Vec::new();
     if root.is_live() && root.path("/run/systemd/system").is_dir() {
-        match ctx.run("systemctl", &["list-units", "--all", "--plain", "--no-legend", "--no-pager", "--type=service,socket,timer"]) {
+        match ctx.run(
+            "systemctl",
+            &[
+                "list-units",
+                "--all",
+                "--plain",
+                "--no-legend",
+                "--no-pager",
+                "--type=service,socket,timer",
+            ],
+        ) {
             Ok(out) => {
                 let states = parse_list_units(&out);
                 for (u, oneshot) in &mut units {
@@ -193,7 +231,12 @@ fn default_target(root: &Root) -> Option<DefaultTarget> {
     for dir in UNIT_DIRS {
         let host = root.path(&format!("{dir}/default.target"));
         if let Ok(t) = std::fs::read_link(&host) {
-            let name = t.to_string_lossy().rsplit('/').next().unwrap_or("").to_string();
+            let name = t
+                .to_string_lossy()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
             return Some(DefaultTarget { target: name });
         }
     }
@@ -203,14 +246,22 @@ fn default_target(root: &Root) -> Option<DefaultTarget> {
 fn init_scripts(root: &Root) -> Result<Vec<InitScript>, CollectError> {
     let mut scripts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in root.list_dir("/etc/init.d")? {
-        if name == "README" || name.starts_with('.') || name == "rc" || name == "rcS" || name == "skeleton" {
+        if name == "README"
+            || name.starts_with('.')
+            || name == "rc"
+            || name == "rcS"
+            || name == "skeleton"
+        {
             continue;
         }
         scripts.entry(name).or_default();
     }
     for level in ["0", "1", "2", "3", "4", "5", "6", "S"] {
         for link in root.list_dir(&format!("/etc/rc{level}.d"))? {
-            if let Some(name) = link.strip_prefix('S').map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit())) {
+            if let Some(name) = link
+                .strip_prefix('S')
+                .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+            {
                 if let Some(levels) = scripts.get_mut(name) {
                     levels.insert(level.to_string());
                 }
@@ -219,7 +270,10 @@ fn init_scripts(root: &Root) -> Result<Vec<InitScript>, CollectError> {
     }
     Ok(scripts
         .into_iter()
-        .map(|(name, levels)| InitScript { name, runlevels: levels.into_iter().collect() })
+        .map(|(name, levels)| InitScript {
+            name,
+            runlevels: levels.into_iter().collect(),
+        })
         .collect())
 }
 
@@ -236,7 +290,9 @@ pub fn parse_unit_file(text: &str) -> UnitFile {
             section = line.trim_matches(|c| c == '[' || c == ']').to_string();
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let values = || v.split_whitespace().map(String::from).collect::<Vec<_>>();
         match (section.as_str(), k.trim()) {
             ("Install", "WantedBy") => out.wanted_by.extend(values()),
@@ -278,7 +334,10 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert_eq!(template_of("getty@tty1.service").as_deref(), Some("getty@.service"));
+        assert_eq!(
+            template_of("getty@tty1.service").as_deref(),
+            Some("getty@.service")
+        );
         assert_eq!(template_of("ssh.service"), None);
     }
 

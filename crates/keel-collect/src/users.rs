@@ -27,8 +27,10 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let passwd = ctx.root.read("/etc/passwd")?;
     let group = ctx.root.read_opt("/etc/group")?.unwrap_or_default();
     let shadow = ctx.root.read_opt("/etc/shadow")?.unwrap_or_default();
-    let shadow: BTreeMap<String, ShadowEntry> =
-        parse_shadow(&shadow).into_iter().map(|s| (s.name.clone(), s)).collect();
+    let shadow: BTreeMap<String, ShadowEntry> = parse_shadow(&shadow)
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
 
     let mut users = parse_passwd(&passwd);
     for u in &mut users {
@@ -66,8 +68,8 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             }
         }
     }
-    let mut seen = BTreeMap::new();
-    keys.retain(|k: &AuthorizedKey| seen.insert((k.user.clone(), k.fingerprint.clone()), ()).is_none());
+    let mut seen = std::collections::BTreeSet::new();
+    keys.retain(|k: &AuthorizedKey| seen.insert((k.user.clone(), k.fingerprint.clone())));
 
     let groups = parse_group(&group);
     Ok(Piece::new(move |file| {
@@ -109,10 +111,17 @@ pub fn parse_group(text: &str) -> Vec<Group> {
             if f.len() < 4 {
                 return None;
             }
-            let mut members: Vec<String> =
-                f[3].split(',').filter(|m| !m.is_empty()).map(String::from).collect();
+            let mut members: Vec<String> = f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect();
             members.sort();
-            Some(Group { name: f[0].into(), gid: f[2].parse().ok()?, members })
+            Some(Group {
+                name: f[0].into(),
+                gid: f[2].parse().ok()?,
+                members,
+            })
         })
         .collect()
 }
@@ -178,9 +187,15 @@ pub fn parse_authorized_keys(text: &str, user: &str, path: &str) -> Vec<Authoriz
             continue;
         }
         let words = split_options_aware(line);
-        let Some(pos) = words.iter().position(|w| is_key_type(w)) else { continue };
-        let Some(blob) = words.get(pos + 1) else { continue };
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(blob) else { continue };
+        let Some(pos) = words.iter().position(|w| is_key_type(w)) else {
+            continue;
+        };
+        let Some(blob) = words.get(pos + 1) else {
+            continue;
+        };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(blob) else {
+            continue;
+        };
         let options = (pos > 0).then(|| words[..pos].join(" "));
         let comment = (words.len() > pos + 2).then(|| words[pos + 2..].join(" "));
         out.push(AuthorizedKey {
@@ -198,7 +213,10 @@ pub fn parse_authorized_keys(text: &str, user: &str, path: &str) -> Vec<Authoriz
 /// `SHA256:` + unpadded base64 of the key blob's SHA-256, as OpenSSH shows it.
 pub fn ssh_fingerprint(blob: &[u8]) -> String {
     let d = Sha256::digest(blob);
-    format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(d))
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+    )
 }
 
 fn is_key_type(w: &str) -> bool {
@@ -262,7 +280,10 @@ mod tests {
         );
         assert_eq!(k.len(), 1);
         assert_eq!(k[0].key_type, "ssh-ed25519");
-        assert_eq!(k[0].options.as_deref(), Some("command=\"echo hi there\",no-pty"));
+        assert_eq!(
+            k[0].options.as_deref(),
+            Some("command=\"echo hi there\",no-pty")
+        );
         assert_eq!(k[0].comment.as_deref(), Some("alice@example"));
         assert!(k[0].fingerprint.starts_with("SHA256:"));
     }

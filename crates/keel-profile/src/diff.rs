@@ -73,7 +73,9 @@ pub fn diff(old: &Profile, new: &Profile, opts: DiffOptions) -> Vec<Change> {
         debug_assert_eq!(os.name, ns.name);
         for (ot, nt) in os.tables.into_iter().zip(ns.tables) {
             debug_assert_eq!(ot.name, nt.name);
-            if os.name != "meta" && !(comparable(old, os.name, ot.name) && comparable(new, os.name, ot.name)) {
+            if os.name != "meta"
+                && !(comparable(old, os.name, ot.name) && comparable(new, os.name, ot.name))
+            {
                 continue;
             }
             let vol = ot.volatility;
@@ -100,10 +102,24 @@ pub fn diff(old: &Profile, new: &Profile, opts: DiffOptions) -> Vec<Change> {
             for key in keys {
                 match (old_rows.get(key), new_rows.get(key)) {
                     (Some(o), None) => {
-                        push(key, ChangeKind::Removed, None, o.clone(), Value::Null, row_volatility(o, vol));
+                        push(
+                            key,
+                            ChangeKind::Removed,
+                            None,
+                            o.clone(),
+                            Value::Null,
+                            row_volatility(o, vol),
+                        );
                     }
                     (None, Some(n)) => {
-                        push(key, ChangeKind::Added, None, Value::Null, n.clone(), row_volatility(n, vol));
+                        push(
+                            key,
+                            ChangeKind::Added,
+                            None,
+                            Value::Null,
+                            n.clone(),
+                            row_volatility(n, vol),
+                        );
                     }
                     (Some(o), Some(n)) if o != n => {
                         let empty = serde_json::Map::new();
@@ -116,7 +132,14 @@ pub fn diff(old: &Profile, new: &Profile, opts: DiffOptions) -> Vec<Change> {
                             let ov = om.get(f).unwrap_or(&Value::Null);
                             let nv = nm.get(f).unwrap_or(&Value::Null);
                             if ov != nv {
-                                push(key, ChangeKind::Changed, Some(f.clone()), ov.clone(), nv.clone(), vol(f));
+                                push(
+                                    key,
+                                    ChangeKind::Changed,
+                                    Some(f.clone()),
+                                    ov.clone(),
+                                    nv.clone(),
+                                    vol(f),
+                                );
                             }
                         }
                     }

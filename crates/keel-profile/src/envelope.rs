@@ -47,7 +47,9 @@ const ZSTD_LEVEL: i32 = 19;
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// Too short to hold the header.
-    #[error("file is truncated: {len} bytes is shorter than a profile header ({HEADER_LEN} bytes)")]
+    #[error(
+        "file is truncated: {len} bytes is shorter than a profile header ({HEADER_LEN} bytes)"
+    )]
     Truncated {
         /// Bytes present.
         len: usize,
@@ -305,11 +307,19 @@ impl ProfileFile {
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&doc.version) {
             return Err(DecodeError::UnsupportedVersion(doc.version));
         }
-        let found = profile_hash(&doc.profile).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let found =
+            profile_hash(&doc.profile).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if found != doc.hash {
-            return Err(DecodeError::HashMismatch { expected: doc.hash, found });
+            return Err(DecodeError::HashMismatch {
+                expected: doc.hash,
+                found,
+            });
         }
-        let file = ProfileFile { profile: doc.profile, blobs: doc.blobs, signature: None };
+        let file = ProfileFile {
+            profile: doc.profile,
+            blobs: doc.blobs,
+            signature: None,
+        };
         file.check_blobs()?;
         Ok(file)
     }
@@ -326,10 +336,16 @@ impl ProfileFile {
 
 fn decode_v1(data: &[u8]) -> Result<ProfileFile, DecodeError> {
     if data[10] != COMPRESSION_ZSTD {
-        return Err(DecodeError::UnsupportedCodec { what: "compression", code: data[10] });
+        return Err(DecodeError::UnsupportedCodec {
+            what: "compression",
+            code: data[10],
+        });
     }
     if data[11] != ENCODING_CBOR {
-        return Err(DecodeError::UnsupportedCodec { what: "encoding", code: data[11] });
+        return Err(DecodeError::UnsupportedCodec {
+            what: "encoding",
+            code: data[11],
+        });
     }
     let expected = Hash(data[12..44].try_into().expect("32 bytes"));
     let dec = zstd::stream::Decoder::new(&data[HEADER_LEN..])
@@ -380,13 +396,18 @@ mod tests2 {
     #[test]
     fn hashes_in_profile() {
         let mut f = ProfileFile::default();
-        f.profile.files.files.push(File { hash: Some(Hash::of(b"x")), ..File::default() });
+        f.profile.files.files.push(File {
+            hash: Some(Hash::of(b"x")),
+            ..File::default()
+        });
         let back = ProfileFile::decode(&f.encode().unwrap()).unwrap();
         assert_eq!(back, f);
         let mut f = ProfileFile::default();
-        f.profile.packages.repository_keys.push(RepositoryKey { hash: Hash::of(b"x"), ..Default::default() });
+        f.profile.packages.repository_keys.push(RepositoryKey {
+            hash: Hash::of(b"x"),
+            ..Default::default()
+        });
         let back = ProfileFile::decode(&f.encode().unwrap()).unwrap();
         assert_eq!(back, f);
     }
 }
-

@@ -711,7 +711,7 @@ record! {
 }
 
 record! {
-    /// A SysV init script.
+    /// A `SysV` init script.
     InitScript in "init_scripts", key(i) => i.name.clone(); {
         Config name: String,
         Config runlevels: Vec<String>,
@@ -940,18 +940,34 @@ pub struct SectionView {
 
 /// The names of the sections, in profile order.
 pub const SECTIONS: &[&str] = &[
-    "meta", "hardware", "storage", "os", "packages", "users", "security", "network", "services",
-    "schedules", "kernel", "files",
+    "meta",
+    "hardware",
+    "storage",
+    "os",
+    "packages",
+    "users",
+    "security",
+    "network",
+    "services",
+    "schedules",
+    "kernel",
+    "files",
 ];
 
 impl Profile {
     /// Every section as generic tables, `meta` (holding `collectors`) first.
     pub fn sections(&self) -> Vec<SectionView> {
         fn view<S: Section>(s: &S) -> SectionView {
-            SectionView { name: S::NAME, tables: s.tables() }
+            SectionView {
+                name: S::NAME,
+                tables: s.tables(),
+            }
         }
         vec![
-            SectionView { name: "meta", tables: vec![TableView::of(&self.collectors)] },
+            SectionView {
+                name: "meta",
+                tables: vec![TableView::of(&self.collectors)],
+            },
             view(&self.hardware),
             view(&self.storage),
             view(&self.os),
@@ -985,7 +1001,7 @@ impl Profile {
     /// The collector that fills `section.table`, if it reported.
     pub fn collector_for(&self, section: &str, table: &str) -> Option<&Collector> {
         let name = format!("{section}.{table}");
-        self.collectors.iter().find(|c| c.tables.iter().any(|t| *t == name))
+        self.collectors.iter().find(|c| c.tables.contains(&name))
     }
 
     /// All blob hashes the profile refers to.

@@ -35,10 +35,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Capture(a) => commands::capture::run(a),
-        Command::Show(a) => commands::show::run(a),
-        Command::Diff(a) => commands::diff::run(a),
-        Command::Keygen(a) => commands::keygen::run(a),
+        Command::Capture(a) => commands::capture::run(&a),
+        Command::Show(a) => commands::show::run(&a),
+        Command::Diff(a) => commands::diff::run(&a),
+        Command::Keygen(a) => commands::keygen::run(&a),
         Command::Bench(b) => commands::bench::run(b),
     };
     match result {

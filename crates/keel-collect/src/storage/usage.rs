@@ -123,10 +123,12 @@ mod tests {
 
     #[test]
     fn a_hung_filesystem_does_not_hang_the_capture() {
-        #[allow(clippy::unnecessary_wraps)] // the signature of `statvfs`
         fn stat(path: &Path) -> std::io::Result<Stat> {
             if path.ends_with("hung") {
                 std::thread::sleep(Duration::from_secs(30));
+            }
+            if path.ends_with("denied") {
+                return Err(std::io::ErrorKind::PermissionDenied.into());
             }
             Ok(Stat {
                 blocks: 100,
@@ -145,6 +147,10 @@ mod tests {
                 mountpoint: "/mnt/nfs".into(),
                 host_path: "/hung".into(),
             },
+            Target {
+                mountpoint: "/private".into(),
+                host_path: "/denied".into(),
+            },
         ];
         let started = Instant::now();
         let (usage, warnings) = measure_with(targets, Duration::from_millis(200), stat);
@@ -153,6 +159,8 @@ mod tests {
         assert_eq!(usage[0].size_bytes, 409_600);
         assert_eq!(usage[0].used_bytes, 60 * 4096);
         assert_eq!(usage[0].inodes_used, 6);
-        assert!(warnings[0].contains("/mnt/nfs") && warnings[0].contains("did not answer"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("/private"), "{warnings:?}");
+        assert!(warnings[1].contains("/mnt/nfs") && warnings[1].contains("did not answer"));
     }
 }

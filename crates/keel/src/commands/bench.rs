@@ -83,7 +83,8 @@ fn capture(a: &CaptureArgs) -> anyhow::Result<ExitCode> {
         if !o.status.success() {
             bail!("keel capture failed: {}", stderr.trim());
         }
-        let run = parse_stats(&stderr).with_context(|| format!("unexpected --stats output: {stderr}"))?;
+        let run =
+            parse_stats(&stderr).with_context(|| format!("unexpected --stats output: {stderr}"))?;
         if i > 0 {
             runs.push(run);
         }
@@ -106,9 +107,24 @@ fn capture(a: &CaptureArgs) -> anyhow::Result<ExitCode> {
         });
         writeln!(o, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        writeln!(o, "keel capture --root {} ({} runs after a warm-up)", a.root.display(), runs.len())?;
-        writeln!(o, "  wall time   median {median_wall:.1} ms  (min {:.1}, max {:.1})", walls[0], walls[walls.len() - 1])?;
-        writeln!(o, "  peak RSS    median {:.1} MB  (max {:.1} MB)", median_rss as f64 / 1024.0, rss[rss.len() - 1] as f64 / 1024.0)?;
+        writeln!(
+            o,
+            "keel capture --root {} ({} runs after a warm-up)",
+            a.root.display(),
+            runs.len()
+        )?;
+        writeln!(
+            o,
+            "  wall time   median {median_wall:.1} ms  (min {:.1}, max {:.1})",
+            walls[0],
+            walls[walls.len() - 1]
+        )?;
+        writeln!(
+            o,
+            "  peak RSS    median {:.1} MB  (max {:.1} MB)",
+            median_rss as f64 / 1024.0,
+            rss[rss.len() - 1] as f64 / 1024.0
+        )?;
         writeln!(o, "  profile     {bytes} bytes compressed")?;
     }
     Ok(ExitCode::SUCCESS)
@@ -129,7 +145,11 @@ fn parse_stats(s: &str) -> Option<Run> {
     let rss_kib = w.next()?.parse().ok()?;
     let _ = (w.next()?, w.next()?, w.next()?);
     let bytes = w.next()?.parse().ok()?;
-    Some(Run { wall_ms, rss_kib, bytes })
+    Some(Run {
+        wall_ms,
+        rss_kib,
+        bytes,
+    })
 }
 
 fn size(a: &SizeArgs) -> anyhow::Result<ExitCode> {
@@ -145,24 +165,44 @@ fn size(a: &SizeArgs) -> anyhow::Result<ExitCode> {
         f(&mut x.profile);
         Ok(x.encode()?.len().saturating_sub(empty))
     };
-    parts.push(("meta+collectors".into(), alone(&|x| {
-        x.meta = p.meta.clone();
-        x.collectors = p.collectors.clone();
-    })?));
-    parts.push(("hardware".into(), alone(&|x| x.hardware = p.hardware.clone())?));
+    parts.push((
+        "meta+collectors".into(),
+        alone(&|x| {
+            x.meta = p.meta.clone();
+            x.collectors.clone_from(&p.collectors);
+        })?,
+    ));
+    parts.push((
+        "hardware".into(),
+        alone(&|x| x.hardware = p.hardware.clone())?,
+    ));
     parts.push(("storage".into(), alone(&|x| x.storage = p.storage.clone())?));
     parts.push(("os".into(), alone(&|x| x.os = p.os.clone())?));
-    parts.push(("packages".into(), alone(&|x| x.packages = p.packages.clone())?));
+    parts.push((
+        "packages".into(),
+        alone(&|x| x.packages = p.packages.clone())?,
+    ));
     parts.push(("users".into(), alone(&|x| x.users = p.users.clone())?));
-    parts.push(("security".into(), alone(&|x| x.security = p.security.clone())?));
+    parts.push((
+        "security".into(),
+        alone(&|x| x.security = p.security.clone())?,
+    ));
     parts.push(("network".into(), alone(&|x| x.network = p.network.clone())?));
-    parts.push(("services".into(), alone(&|x| x.services = p.services.clone())?));
-    parts.push(("schedules".into(), alone(&|x| x.schedules = p.schedules.clone())?));
+    parts.push((
+        "services".into(),
+        alone(&|x| x.services = p.services.clone())?,
+    ));
+    parts.push((
+        "schedules".into(),
+        alone(&|x| x.schedules = p.schedules.clone())?,
+    ));
     parts.push(("kernel".into(), alone(&|x| x.kernel = p.kernel.clone())?));
     parts.push(("files".into(), alone(&|x| x.files = p.files.clone())?));
     let blobs = {
-        let mut x = ProfileFile::default();
-        x.blobs = file.blobs.clone();
+        let x = ProfileFile {
+            blobs: file.blobs.clone(),
+            ..ProfileFile::default()
+        };
         x.encode()?.len().saturating_sub(empty)
     };
     parts.push((format!("blobs ({})", file.blobs.len()), blobs));

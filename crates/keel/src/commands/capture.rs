@@ -48,10 +48,10 @@ pub struct Args {
 }
 
 #[allow(clippy::print_stderr)]
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut opts = keel_collect::Options::new(&args.root);
-    opts.recovery_recipient = args.recovery_key.clone();
-    opts.state_dir = args.state_dir.clone();
+    opts.recovery_recipient.clone_from(&args.recovery_key);
+    opts.state_dir.clone_from(&args.state_dir);
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     if let Some(p) = &args.previous {
         opts.previous = Some(output::read_profile(p)?);
@@ -67,17 +67,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let elapsed = t.elapsed();
-    match &args.output {
-        Some(path) => output::write_atomic(path, &bytes, 0o600)?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            if matches!(args.format, Format::Keel) && out.is_terminal() {
-                bail!("refusing to write a binary profile to a terminal\nhint: use --output FILE, or --format json");
-            }
-            out.write_all(&bytes)
-                .context("cannot write to standard output")?;
-            out.flush().context("cannot write to standard output")?;
+    if let Some(path) = &args.output {
+        output::write_atomic(path, &bytes, 0o600)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        if matches!(args.format, Format::Keel) && out.is_terminal() {
+            bail!("refusing to write a binary profile to a terminal\nhint: use --output FILE, or --format json");
         }
+        out.write_all(&bytes)
+            .context("cannot write to standard output")?;
+        out.flush().context("cannot write to standard output")?;
     }
     for c in &file.profile.collectors {
         use keel_profile::CollectorState as S;

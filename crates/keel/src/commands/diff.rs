@@ -33,7 +33,7 @@ pub struct Args {
     include_volatile: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let old = output::read_profile(&args.old)?;
     let new = output::read_profile(&args.new)?;
     let changes = diff(

@@ -16,7 +16,7 @@ pub struct Args {
     output: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.output.exists() {
         bail!(
             "{} already exists: refusing to overwrite a recovery key\nhint: choose another path; losing a recovery key loses every secret encrypted to it",

@@ -31,7 +31,7 @@ pub struct Args {
     format: Format,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = output::read_profile(&args.file)?;
     if let Some(s) = &args.section {
         if s != "all" && !SECTIONS.contains(&s.as_str()) {
