@@ -162,3 +162,85 @@ pub fn load_or_create_key(state_dir: &Path) -> Result<[u8; 32], CollectError> {
     std::fs::rename(&tmp, &path).map_err(|e| hint(&e))?;
     Ok(k)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+
+    #[test]
+    fn sealed_secret_decrypts_with_the_recovery_identity() {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        let s = Secrets::new(Some(&recipient), [7; 32], None).unwrap();
+        let plain = b"root:$6$salt$hash:19000:0:99999:7:::\n";
+        let sealed = s.seal("/etc/shadow", plain, 0o640, 0, 42).unwrap();
+        assert!(!sealed.row.withheld);
+        let (h, ct) = sealed.blob.unwrap();
+        assert_eq!(Some(h), sealed.row.ciphertext);
+        assert!(
+            !ct.windows(10).any(|w| w == &plain[..10]),
+            "ciphertext must not hold the plaintext"
+        );
+        let back = age::decrypt(&identity, &ct).unwrap();
+        assert_eq!(back, plain);
+        // The identity's text form parses back (what `keel keygen` writes).
+        let reparsed: age::x25519::Identity = identity.to_string().expose_secret().parse().unwrap();
+        assert_eq!(reparsed.to_public().to_string(), recipient);
+    }
+
+    #[test]
+    fn without_a_key_secrets_are_withheld_but_fingerprinted() {
+        let s = Secrets::new(None, [1; 32], None).unwrap();
+        let a = s.seal("/etc/shadow", b"x", 0o640, 0, 42).unwrap();
+        assert!(a.row.withheld && a.blob.is_none() && a.row.ciphertext.is_none());
+        assert_eq!(a.row.fingerprint, s.fingerprint(b"x"));
+        assert_ne!(
+            a.row.fingerprint,
+            Hash::of(b"x"),
+            "the fingerprint is keyed, not a plain hash"
+        );
+        let other = Secrets::new(None, [2; 32], None).unwrap();
+        assert_ne!(other.fingerprint(b"x"), a.row.fingerprint);
+    }
+
+    #[test]
+    fn unchanged_secret_keeps_its_previous_ciphertext() {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        let first = Secrets::new(Some(&recipient), [3; 32], None).unwrap();
+        let sealed = first.seal("/etc/shadow", b"v1", 0o640, 0, 42).unwrap();
+        let mut prev = ProfileFile::default();
+        let (h, ct) = sealed.blob.clone().unwrap();
+        prev.blobs.insert(h, keel_profile::Blob(ct));
+        prev.profile.security.secrets.push(sealed.row.clone());
+        let second = Secrets::new(Some(&recipient), [3; 32], Some(&prev)).unwrap();
+        assert_eq!(
+            second
+                .seal("/etc/shadow", b"v1", 0o640, 0, 42)
+                .unwrap()
+                .row
+                .ciphertext,
+            Some(h)
+        );
+        assert_ne!(
+            second
+                .seal("/etc/shadow", b"v2", 0o640, 0, 42)
+                .unwrap()
+                .row
+                .ciphertext,
+            Some(h)
+        );
+    }
+
+    #[test]
+    fn bad_recovery_key_is_a_clear_error() {
+        let e = Secrets::new(Some("not-a-key"), [0; 32], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid recovery key") && e.contains("hint:"),
+            "{e}"
+        );
+    }
+}

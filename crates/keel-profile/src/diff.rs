@@ -168,3 +168,102 @@ fn row_volatility(row: &Value, vol: fn(&str) -> Volatility) -> Volatility {
         .and_then(|m| m.keys().map(|k| vol(k)).min())
         .unwrap_or(Volatility::Config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Collector, Package, Usage};
+
+    fn pkg(name: &str, version: &str) -> Package {
+        Package {
+            name: name.into(),
+            arch: "amd64".into(),
+            version: version.into(),
+            manager: "dpkg".into(),
+            status: "installed".into(),
+            ..Package::default()
+        }
+    }
+
+    fn with_packages(state: CollectorState, pkgs: Vec<Package>) -> Profile {
+        let mut p = Profile::default();
+        p.collectors.push(Collector {
+            name: "packages".into(),
+            state,
+            tables: vec!["packages.packages".into()],
+            ..Collector::default()
+        });
+        p.packages.packages = pkgs;
+        p
+    }
+
+    #[test]
+    fn field_level_changes_keyed_by_natural_key() {
+        let old = with_packages(CollectorState::Ok, vec![pkg("a", "1"), pkg("b", "1")]);
+        let new = with_packages(CollectorState::Ok, vec![pkg("b", "2"), pkg("c", "1")]);
+        let d = diff(&old, &new, DiffOptions::default());
+        let summary: Vec<(&str, ChangeKind, Option<&str>)> = d
+            .iter()
+            .map(|c| (c.key.as_str(), c.kind, c.field.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a:amd64", ChangeKind::Removed, None),
+                ("b:amd64", ChangeKind::Changed, Some("version")),
+                ("c:amd64", ChangeKind::Added, None),
+            ]
+        );
+        assert_eq!(d[1].old, serde_json::json!("1"));
+        assert_eq!(d[1].new, serde_json::json!("2"));
+        assert_eq!(d[2].new["name"], "c", "an added row carries the whole row");
+    }
+
+    #[test]
+    fn failed_collector_is_unknown_not_everything_removed() {
+        let old = with_packages(CollectorState::Ok, vec![pkg("a", "1"), pkg("b", "1")]);
+        let mut new = with_packages(CollectorState::Error, vec![]);
+        new.collectors[0].message = Some("cannot read /var/lib/dpkg/status".into());
+        let d = diff(&old, &new, DiffOptions::default());
+        assert!(d.iter().all(|c| c.table != "packages"), "{d:?}");
+        assert!(d
+            .iter()
+            .any(|c| c.table == "collectors" && c.field.as_deref() == Some("state")));
+    }
+
+    #[test]
+    fn volatile_fields_hidden_unless_asked() {
+        let mut old = Profile::default();
+        old.storage.usage.push(Usage {
+            mountpoint: "/".into(),
+            size_bytes: 10,
+            used_bytes: 5,
+            inodes_used: 1,
+        });
+        let mut new = old.clone();
+        new.storage.usage[0].used_bytes = 6;
+        assert!(diff(&old, &new, DiffOptions::default()).is_empty());
+        let all = diff(
+            &old,
+            &new,
+            DiffOptions {
+                include_volatile: true,
+            },
+        );
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].volatility, Volatility::Volatile);
+    }
+
+    #[test]
+    fn identical_profiles_have_no_changes() {
+        let p = with_packages(CollectorState::Ok, vec![pkg("a", "1")]);
+        assert!(diff(
+            &p,
+            &p,
+            DiffOptions {
+                include_volatile: true
+            }
+        )
+        .is_empty());
+    }
+}
