@@ -276,8 +276,8 @@ record! {
 }
 
 record! {
-    /// A line of `/etc/fstab`.
-    FstabEntry in "fstab", key(f) => f.mountpoint.clone(); {
+    /// A line of `/etc/fstab`, keyed by mountpoint (swap lines by their device).
+    FstabEntry in "fstab", key(f) => if f.mountpoint == "none" || f.fstype == "swap" { format!("swap {}", f.spec) } else { f.mountpoint.clone() }; {
         Config spec: String,
         Config mountpoint: String,
         Config fstype: String,

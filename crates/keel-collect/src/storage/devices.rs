@@ -18,7 +18,7 @@ use keel_profile::{
 use super::blkid::{ext_fs_size, parse_blkid_export, Probe};
 use super::exec::{exec, par_map, Output};
 use super::luks::parse_luks_dump;
-use super::lvm::{parse_lvs, parse_pvs, parse_vgs, LVS_FIELDS, PVS_FIELDS, VGS_FIELDS};
+use super::lvm::{parse_report, FULLREPORT_ARGS};
 use super::mdstat::{parse_mdstat, MdMember};
 use super::mountinfo::{classify, parse_mountinfo, relative_to, visible, FsClass, MountInfo};
 use super::sfdisk::{parse_sfdisk_json, PartTable};
@@ -77,9 +77,7 @@ enum Probing {
 
 /// Commands that need the signatures first.
 enum Detail {
-    Pvs,
-    Vgs,
-    Lvs,
+    Lvm,
     LuksDump(String),
 }
 
@@ -118,17 +116,82 @@ fn describe(
         .iter()
         .filter(|d| d.ignored.is_none() && wanted(&d.name))
         .collect();
-    let is_disk = |d: &BlockDev| matches!(d.kind, Kind::Disk | Kind::Loop);
 
-    // Partition tables and signatures: one sfdisk per disk, one blkid per device that can hold
-    // a filesystem, run a few at a time.
+    let cmd_timeout = (timeout / 2).min(Duration::from_secs(10));
+    let (tables, probes) = probe(&chosen, cmd_timeout, &mut warnings);
+    let mut t = Tables::default();
+    lvm_and_luks(sys, &chosen, &probes, cmd_timeout, &mut t, &mut warnings);
+    if !live {
+        // Keep the volume groups with a physical volume under the root, and all their parts.
+        t.lvm_pvs
+            .retain(|pv| sys.name_of_path(&pv.device).is_some_and(|n| wanted(&n)));
+        let vgs: BTreeSet<&str> = t.lvm_pvs.iter().map(|pv| pv.vg.as_str()).collect();
+        t.lvm_vgs.retain(|vg| vgs.contains(vg.name.as_str()));
+        t.lvm_lvs.retain(|lv| vgs.contains(lv.vg.as_str()));
+    }
+
+    // Disks and their partitions.
+    for d in chosen.iter().filter(|d| is_disk(d)) {
+        let mut disk = sys.disk_record(d);
+        let table = tables.get(&d.name);
+        let whole = probes.get(&d.name);
+        disk.pttype = table
+            .map(|t| t.pttype.clone())
+            .or_else(|| whole.and_then(|p| p.get("PTTYPE").cloned()));
+        disk.ptuuid = table
+            .and_then(|t| t.ptuuid.clone())
+            .or_else(|| whole.and_then(|p| p.get("PTUUID").cloned()));
+        t.partitions
+            .extend(partitions_of(&disk.id, d, table, &probes));
+        t.disks.push(disk);
+    }
+
+    t.md_arrays = md_arrays(sys, &probes, wanted);
+    t.filesystems = filesystems(sys, &probes);
+
+    // Mounts and their usage.
+    let mut targets = Vec::new();
+    for (rel, m) in &mounts {
+        let uuid = mount_device(sys, m)
+            .and_then(|n| probes.get(&n))
+            .and_then(|p| p.get("UUID"))
+            .cloned();
+        t.mounts.push(Mount {
+            mountpoint: rel.clone(),
+            source: m.source.clone(),
+            fstype: m.fstype.clone(),
+            options: m.options(),
+            uuid,
+        });
+        if classify(&m.fstype) == FsClass::Local {
+            targets.push(Target {
+                mountpoint: rel.clone(),
+                host_path: PathBuf::from(&m.mountpoint),
+            });
+        }
+    }
+    let (usage, usage_warnings) = measure(targets, (timeout / 4).min(Duration::from_secs(5)));
+    t.usage = usage;
+    warnings.extend(usage_warnings);
+
+    t.swaps = swaps(sys, dir, live, wanted);
+    Ok((t, warnings))
+}
+
+/// Partition tables and signatures: one sfdisk per disk, one blkid per device that can hold
+/// a filesystem, run a few at a time. Returns the tables and the signatures by kernel name.
+fn probe(
+    chosen: &[&BlockDev],
+    cmd_timeout: Duration,
+    warnings: &mut Vec<String>,
+) -> (BTreeMap<String, PartTable>, BTreeMap<String, Probe>) {
     let sfdisk = have("sfdisk");
     let blkid = have("blkid");
     if chosen.iter().any(|d| is_disk(d)) {
         if !sfdisk {
             warnings.push(
                 "sfdisk (util-linux) is not installed: partition tables are read from blkid \
-                 and sysfs, without partition names or GPT attributes on older blkid"
+                 and sysfs"
                     .into(),
             );
         }
@@ -141,7 +204,7 @@ fn describe(
         }
     }
     let mut jobs = Vec::new();
-    for d in &chosen {
+    for d in chosen {
         if is_disk(d) && sfdisk {
             jobs.push(Probing::Table(d.name.clone()));
         }
@@ -158,7 +221,6 @@ fn describe(
             jobs.push(Probing::Signature(p.name.clone()));
         }
     }
-    let cmd_timeout = (timeout / 2).min(Duration::from_secs(10));
     let outputs = par_map(&jobs, |j| match j {
         Probing::Table(n) => exec("sfdisk", &["--json", &dev_path(n)], cmd_timeout),
         Probing::Signature(n) => exec("blkid", &["-p", "-o", "export", &dev_path(n)], cmd_timeout),
@@ -199,7 +261,19 @@ fn describe(
         }
     }
 
-    // LVM and LUKS, only where the signatures (or device-mapper) say they are in use.
+    (tables, probes)
+}
+
+/// LVM and LUKS, only where the signatures (or device-mapper) say they are in use: one
+/// `lvm fullreport` and one `cryptsetup luksDump` per LUKS device.
+fn lvm_and_luks(
+    sys: &Sys,
+    chosen: &[&BlockDev],
+    probes: &BTreeMap<String, Probe>,
+    cmd_timeout: Duration,
+    t: &mut Tables,
+    warnings: &mut Vec<String>,
+) {
     let lvm_in_use = probes.values().any(|p| signature(p) == Some("LVM2_member"))
         || chosen.iter().any(|d| {
             d.kind == Kind::Dm
@@ -207,11 +281,11 @@ fn describe(
                     .attr(&format!("/sys/block/{}/dm/uuid", d.name))
                     .is_some_and(|u| u.starts_with("LVM-"))
         });
-    let have_lvm = have("pvs") && have("vgs") && have("lvs");
+    let have_lvm = have("lvm");
     if lvm_in_use && !have_lvm {
         warnings.push(
-            "LVM is in use but the lvm2 tools (pvs, vgs, lvs) are not installed: physical \
-             volumes, volume groups and logical volumes are not recorded"
+            "LVM is in use but the lvm2 tools are not installed: physical volumes, volume \
+             groups and logical volumes are not recorded"
                 .into(),
         );
     }
@@ -230,26 +304,22 @@ fn describe(
     }
     let mut details = Vec::new();
     if lvm_in_use && have_lvm {
-        details.extend([Detail::Pvs, Detail::Vgs, Detail::Lvs]);
+        details.push(Detail::Lvm);
     }
     if have_cryptsetup {
         details.extend(luks_devices.iter().map(|n| Detail::LuksDump((*n).clone())));
     }
-    let report = ["--reportformat", "json", "--units", "b", "--nosuffix", "-o"];
     let detail_out = par_map(&details, |d| match d {
-        Detail::Pvs => exec("pvs", &[&report[..], &[PVS_FIELDS]].concat(), cmd_timeout),
-        Detail::Vgs => exec("vgs", &[&report[..], &[VGS_FIELDS]].concat(), cmd_timeout),
-        Detail::Lvs => exec("lvs", &[&report[..], &[LVS_FIELDS]].concat(), cmd_timeout),
+        Detail::Lvm => exec("lvm", FULLREPORT_ARGS, cmd_timeout),
         Detail::LuksDump(n) => exec("cryptsetup", &["luksDump", &dev_path(n)], cmd_timeout),
     });
 
-    let mut t = Tables::default();
     let mut luks_dumps: BTreeMap<String, Luks> = BTreeMap::new();
     for (d, out) in details.iter().zip(detail_out) {
         let text = match out {
             Ok(o) if o.success() => o.stdout,
             Ok(o) => {
-                warnings.push(format!("{}: {}", detail_name(d), o.why()));
+                warnings.push(format!("`{}` failed: {}", detail_name(d), o.why()));
                 continue;
             }
             Err(e) => {
@@ -258,11 +328,11 @@ fn describe(
             }
         };
         let parsed = match d {
-            Detail::Pvs => parse_pvs(&text).map(|v| t.lvm_pvs = v),
-            Detail::Vgs => parse_vgs(&text).map(|v| t.lvm_vgs = v),
-            Detail::Lvs => {
-                parse_lvs(&text).map(|v| t.lvm_lvs = v.into_iter().map(|l| l.lv).collect())
-            }
+            Detail::Lvm => parse_report(&text).map(|r| {
+                t.lvm_pvs = r.pvs;
+                t.lvm_vgs = r.vgs;
+                t.lvm_lvs = r.lvs;
+            }),
             Detail::LuksDump(n) => parse_luks_dump(&text).map(|h| {
                 luks_dumps.insert(
                     n.clone(),
@@ -281,14 +351,6 @@ fn describe(
             warnings.push(format!("{}: {e}", detail_name(d)));
         }
     }
-    if !live {
-        // Keep the volume groups with a physical volume under the root, and all their parts.
-        t.lvm_pvs
-            .retain(|pv| sys.name_of_path(&pv.device).is_some_and(|n| wanted(&n)));
-        let vgs: BTreeSet<&str> = t.lvm_pvs.iter().map(|pv| pv.vg.as_str()).collect();
-        t.lvm_vgs.retain(|vg| vgs.contains(vg.name.as_str()));
-        t.lvm_lvs.retain(|lv| vgs.contains(lv.vg.as_str()));
-    }
     for n in luks_devices {
         let luks = luks_dumps.remove(n).unwrap_or_else(|| {
             let p = &probes[n];
@@ -303,24 +365,15 @@ fn describe(
         });
         t.luks.push(luks);
     }
+}
 
-    // Disks and their partitions.
-    for d in chosen.iter().filter(|d| is_disk(d)) {
-        let mut disk = sys.disk_record(d);
-        let table = tables.get(&d.name);
-        let whole = probes.get(&d.name);
-        disk.pttype = table
-            .map(|t| t.pttype.clone())
-            .or_else(|| whole.and_then(|p| p.get("PTTYPE").cloned()));
-        disk.ptuuid = table
-            .and_then(|t| t.ptuuid.clone())
-            .or_else(|| whole.and_then(|p| p.get("PTUUID").cloned()));
-        t.partitions
-            .extend(partitions_of(&disk.id, d, table, &probes));
-        t.disks.push(disk);
-    }
-
-    // Software RAID.
+/// Software RAID arrays from `/proc/mdstat`, with their UUID from a member's signature.
+fn md_arrays(
+    sys: &Sys,
+    probes: &BTreeMap<String, Probe>,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<MdArray> {
+    let mut arrays = Vec::new();
     let mdstat = std::fs::read_to_string(sys.path("/proc/mdstat")).unwrap_or_default();
     for st in parse_mdstat(&mdstat) {
         if !wanted(&st.name) {
@@ -336,7 +389,7 @@ fn describe(
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .map(|s| s * 512);
-        t.md_arrays.push(MdArray {
+        arrays.push(MdArray {
             uuid: member_uuid
                 .or_else(|| sys.attr(&format!("{md}/md/uuid")))
                 .unwrap_or_else(|| format!("name:{}", st.name)),
@@ -356,14 +409,19 @@ fn describe(
         });
     }
 
-    // Filesystems and other signatures.
+    arrays
+}
+
+/// Filesystems and other signatures.
+fn filesystems(sys: &Sys, probes: &BTreeMap<String, Probe>) -> Vec<Filesystem> {
+    let mut out = Vec::new();
     let mut uuid_uses: BTreeMap<&str, usize> = BTreeMap::new();
     for p in probes.values() {
         if let (Some(_), Some(u)) = (signature(p), p.get("UUID")) {
             *uuid_uses.entry(u.as_str()).or_default() += 1;
         }
     }
-    for (name, p) in &probes {
+    for (name, p) in probes {
         let Some(fstype) = signature(p) else { continue };
         // An md member or a multi-device btrfs shares its set's UUID with the other members:
         // each row then carries the device's own UUID_SUB, so rows stay distinct.
@@ -380,7 +438,7 @@ fn describe(
                 .then(|| read_ext_size(&sys.path(&dev_path(name))))
                 .flatten()
         });
-        t.filesystems.push(Filesystem {
+        out.push(Filesystem {
             uuid,
             device: device_display(sys, name),
             fstype: fstype.to_string(),
@@ -389,32 +447,12 @@ fn describe(
         });
     }
 
-    // Mounts and their usage.
-    let mut targets = Vec::new();
-    for (rel, m) in &mounts {
-        let uuid = mount_device(sys, m)
-            .and_then(|n| probes.get(&n))
-            .and_then(|p| p.get("UUID"))
-            .cloned();
-        t.mounts.push(Mount {
-            mountpoint: rel.clone(),
-            source: m.source.clone(),
-            fstype: m.fstype.clone(),
-            options: m.options(),
-            uuid,
-        });
-        if classify(&m.fstype) == FsClass::Local {
-            targets.push(Target {
-                mountpoint: rel.clone(),
-                host_path: PathBuf::from(&m.mountpoint),
-            });
-        }
-    }
-    let (usage, usage_warnings) = measure(targets, (timeout / 4).min(Duration::from_secs(5)));
-    t.usage = usage;
-    warnings.extend(usage_warnings);
+    out
+}
 
-    // Active swap: for an offline root, only areas on its devices or inside it.
+/// Active swap: for an offline root, only areas on its devices or inside it.
+fn swaps(sys: &Sys, dir: &Path, live: bool, wanted: impl Fn(&str) -> bool) -> Vec<Swap> {
+    let mut out = Vec::new();
     let swaps = std::fs::read_to_string(sys.path("/proc/swaps")).unwrap_or_default();
     for mut s in parse_proc_swaps(&swaps) {
         if !live {
@@ -427,9 +465,9 @@ fn describe(
                 continue;
             }
         }
-        t.swaps.push(s);
+        out.push(s);
     }
-    Ok((t, warnings))
+    out
 }
 
 /// Why an offline root has no devices to describe, if it has none.
@@ -463,6 +501,11 @@ fn mount_device(sys: &Sys, m: &MountInfo) -> Option<String> {
     sys.name_of_path(&m.source)
 }
 
+/// A disk in the sense of the `disks` table: something with (room for) a partition table.
+fn is_disk(d: &BlockDev) -> bool {
+    matches!(d.kind, Kind::Disk | Kind::Loop)
+}
+
 fn signature(p: &Probe) -> Option<&str> {
     p.get("TYPE").map(String::as_str)
 }
@@ -473,9 +516,7 @@ fn no_signature(o: &Output) -> bool {
 
 fn detail_name(d: &Detail) -> String {
     match d {
-        Detail::Pvs => "pvs".into(),
-        Detail::Vgs => "vgs".into(),
-        Detail::Lvs => "lvs".into(),
+        Detail::Lvm => "lvm fullreport".into(),
         Detail::LuksDump(n) => format!("cryptsetup luksDump {}", dev_path(n)),
     }
 }

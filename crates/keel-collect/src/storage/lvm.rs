@@ -1,37 +1,79 @@
-//! LVM from `pvs`/`vgs`/`lvs --reportformat json --units b --nosuffix -o …`.
+//! LVM from one `lvm fullreport --reportformat json --units b --nosuffix`: physical volumes,
+//! volume groups, logical volumes and their segments in a single device scan (each LVM command
+//! costs tens of milliseconds, and `lvs -o segtype` would print an LV once per segment).
+
+use std::collections::BTreeMap;
 
 use keel_profile::{LvmLv, LvmPv, LvmVg};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::CollectError;
 
-/// The `-o` field lists the collector asks for; the parsers read these names.
-pub(crate) const PVS_FIELDS: &str = "pv_name,pv_uuid,vg_name,pv_size";
-pub(crate) const VGS_FIELDS: &str = "vg_name,vg_uuid,vg_extent_size,vg_size,vg_free";
-pub(crate) const LVS_FIELDS: &str =
-    "vg_name,lv_name,lv_uuid,lv_size,segtype,lv_attr,lv_kernel_major,lv_kernel_minor";
+/// Arguments of the `lvm` command whose output [`parse_report`] reads.
+pub(crate) const FULLREPORT_ARGS: &[&str] = &[
+    "fullreport",
+    "--reportformat",
+    "json",
+    "--units",
+    "b",
+    "--nosuffix",
+    "--configreport",
+    "pv",
+    "-o",
+    "pv_name,pv_uuid,vg_name,pv_size",
+    "--configreport",
+    "vg",
+    "-o",
+    "vg_name,vg_uuid,vg_extent_size,vg_size,vg_free",
+    "--configreport",
+    "lv",
+    "-o",
+    "vg_name,lv_name,lv_uuid,lv_size,lv_attr",
+    "--configreport",
+    "seg",
+    "-o",
+    "lv_uuid,segtype",
+    // Physical segments are not recorded; one small column keeps the default ones out.
+    "--configreport",
+    "pvseg",
+    "-o",
+    "pv_uuid",
+];
 
-/// The rows of a report: `{"report": [{"pv": [ {...}, ... ]}]}`.
-fn rows(text: &str, kind: &str) -> Result<Vec<serde_json::Map<String, Value>>, CollectError> {
-    let what = || format!("{kind}s --reportformat json output");
+/// What an LVM report describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub pvs: Vec<LvmPv>,
+    pub vgs: Vec<LvmVg>,
+    pub lvs: Vec<LvmLv>,
+}
+
+type Row = Map<String, Value>;
+
+/// The rows of each kind (`pv`, `vg`, `lv`, `seg`) over all of a report's entries:
+/// `{"report": [{"vg": [...], "pv": [...], ...}, ...]}` (one entry per VG in a fullreport).
+fn rows(text: &str, what: &str) -> Result<BTreeMap<String, Vec<Row>>, CollectError> {
     let doc: Value =
-        serde_json::from_str(text).map_err(|e| CollectError::parse(what(), e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| CollectError::parse(what, e.to_string()))?;
     let reports = doc
         .get("report")
         .and_then(Value::as_array)
-        .ok_or_else(|| CollectError::parse(what(), "no \"report\" array"))?;
-    let mut out = Vec::new();
-    for r in reports {
-        for row in r.get(kind).and_then(Value::as_array).into_iter().flatten() {
-            if let Some(obj) = row.as_object() {
-                out.push(obj.clone());
-            }
+        .ok_or_else(|| CollectError::parse(what, "no \"report\" array"))?;
+    let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for r in reports.iter().filter_map(Value::as_object) {
+        for (kind, list) in r {
+            let list = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object);
+            out.entry(kind.clone()).or_default().extend(list.cloned());
         }
     }
     Ok(out)
 }
 
-fn text(row: &serde_json::Map<String, Value>, key: &str) -> String {
+fn text(row: &Row, key: &str) -> String {
     match row.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -41,7 +83,7 @@ fn text(row: &serde_json::Map<String, Value>, key: &str) -> String {
 
 /// A byte count: `--units b --nosuffix` gives plain digits; tolerate a `B` suffix in case an
 /// lvm.conf setting wins over `--nosuffix`.
-fn bytes(row: &serde_json::Map<String, Value>, key: &str) -> Result<u64, CollectError> {
+fn bytes(row: &Row, key: &str) -> Result<u64, CollectError> {
     let raw = text(row, key);
     let v = raw.trim().trim_end_matches(['B', 'b']);
     if v.is_empty() {
@@ -55,9 +97,22 @@ fn bytes(row: &serde_json::Map<String, Value>, key: &str) -> Result<u64, Collect
     })
 }
 
-/// Parses `pvs` output.
-pub(crate) fn parse_pvs(text_: &str) -> Result<Vec<LvmPv>, CollectError> {
-    rows(text_, "pv")?
+/// Parses an LVM JSON report: `lvm fullreport` as the collector runs it, or the output of
+/// `pvs`, `vgs` or `lvs` with the same columns.
+pub(crate) fn parse_report(text_: &str) -> Result<Report, CollectError> {
+    let rows = rows(text_, "LVM report (--reportformat json)")?;
+    let of = |kind: &str| rows.get(kind).map_or(&[][..], Vec::as_slice);
+    // An LV's segment types, in order and without repeats (`linear`, or `raid1,linear` while
+    // a conversion is under way).
+    let mut segtypes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for seg in of("seg") {
+        let types = segtypes.entry(text(seg, "lv_uuid")).or_default();
+        let t = text(seg, "segtype");
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    let pvs = of("pv")
         .iter()
         .map(|r| {
             Ok(LvmPv {
@@ -67,12 +122,8 @@ pub(crate) fn parse_pvs(text_: &str) -> Result<Vec<LvmPv>, CollectError> {
                 size_bytes: bytes(r, "pv_size")?,
             })
         })
-        .collect()
-}
-
-/// Parses `vgs` output.
-pub(crate) fn parse_vgs(text_: &str) -> Result<Vec<LvmVg>, CollectError> {
-    rows(text_, "vg")?
+        .collect::<Result<_, CollectError>>()?;
+    let vgs = of("vg")
         .iter()
         .map(|r| {
             Ok(LvmVg {
@@ -83,36 +134,28 @@ pub(crate) fn parse_vgs(text_: &str) -> Result<Vec<LvmVg>, CollectError> {
                 free_bytes: bytes(r, "vg_free")?,
             })
         })
-        .collect()
-}
-
-/// An LV and, when it is active, its kernel device number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Lv {
-    pub lv: LvmLv,
-    pub dev: Option<(u32, u32)>,
-}
-
-/// Parses `lvs` output.
-pub(crate) fn parse_lvs(text_: &str) -> Result<Vec<Lv>, CollectError> {
-    rows(text_, "lv")?
-        .iter()
-        .map(|r| {
-            let major = text(r, "lv_kernel_major").parse::<u32>().ok();
-            let minor = text(r, "lv_kernel_minor").parse::<u32>().ok();
-            Ok(Lv {
-                lv: LvmLv {
-                    vg: text(r, "vg_name"),
-                    name: text(r, "lv_name"),
-                    uuid: text(r, "lv_uuid"),
-                    size_bytes: bytes(r, "lv_size")?,
-                    segtype: text(r, "segtype"),
-                    attributes: text(r, "lv_attr"),
-                },
-                dev: major.zip(minor),
-            })
-        })
-        .collect()
+        .collect::<Result<_, CollectError>>()?;
+    let mut lvs: Vec<LvmLv> = Vec::new();
+    for r in of("lv") {
+        let uuid = text(r, "lv_uuid");
+        // `lvs -o segtype` prints an LV once per segment.
+        if lvs.iter().any(|l| l.uuid == uuid && !uuid.is_empty()) {
+            continue;
+        }
+        let segtype = match segtypes.get(&uuid) {
+            Some(types) => types.join(","),
+            None => text(r, "segtype"),
+        };
+        lvs.push(LvmLv {
+            vg: text(r, "vg_name"),
+            name: text(r, "lv_name"),
+            size_bytes: bytes(r, "lv_size")?,
+            segtype,
+            attributes: text(r, "lv_attr"),
+            uuid,
+        });
+    }
+    Ok(Report { pvs, vgs, lvs })
 }
 
 #[cfg(test)]
@@ -128,8 +171,53 @@ mod tests {
     }
 
     #[test]
-    fn pvs() {
-        let pvs = parse_pvs(&fixture("pvs.json")).unwrap();
+    fn fullreport() {
+        let r = parse_report(&fixture("lvm-fullreport.json")).unwrap();
+        let pvs: Vec<(&str, &str)> = r
+            .pvs
+            .iter()
+            .map(|p| (p.device.as_str(), p.vg.as_str()))
+            .collect();
+        assert_eq!(
+            pvs,
+            [
+                ("/dev/loop0p3", "vgimg"),
+                ("/dev/loop1", "vgother"),
+                ("/dev/loop2", "")
+            ]
+        );
+        assert_eq!(r.pvs[0].uuid, "HoisJx-XBq7-3Dky-kkAI-i9Uu-EQMo-tJK1WI");
+        assert_eq!(r.pvs[0].size_bytes, 46_137_344);
+        assert_eq!(
+            r.vgs[0],
+            LvmVg {
+                name: "vgimg".into(),
+                uuid: "i55MFc-9ilz-hBt3-zFjR-Wua4-rcNu-y7YyzA".into(),
+                extent_size: 4 * 1024 * 1024,
+                size_bytes: 46_137_344,
+                free_bytes: 25_165_824,
+            }
+        );
+        assert_eq!(r.vgs.len(), 2);
+        assert_eq!(
+            r.lvs[0],
+            LvmLv {
+                vg: "vgimg".into(),
+                name: "data".into(),
+                uuid: "7pb0x1-fdRR-ewKg-K31B-fNYD-a7rF-8Uj8s2".into(),
+                size_bytes: 16 * 1024 * 1024,
+                segtype: "linear".into(),
+                attributes: "-wi-XX----".into(),
+            },
+            "two linear segments make one linear LV"
+        );
+        assert_eq!(r.lvs.len(), 2);
+        assert_eq!(r.lvs[1].name, "log");
+    }
+
+    #[test]
+    fn single_reports() {
+        let pvs = parse_report(&fixture("pvs.json")).unwrap().pvs;
         assert_eq!(
             pvs,
             [LvmPv {
@@ -139,42 +227,35 @@ mod tests {
                 size_bytes: 62_914_560,
             }]
         );
-    }
-
-    #[test]
-    fn vgs() {
-        let vgs = parse_vgs(&fixture("vgs.json")).unwrap();
-        assert_eq!(vgs.len(), 1);
+        let vgs = parse_report(&fixture("vgs.json")).unwrap().vgs;
         assert_eq!(vgs[0].name, "vgkeel");
-        assert_eq!(vgs[0].uuid, "a4YCmv-35LQ-f0cA-WJGs-tMMj-9BoN-63GVBG");
-        assert_eq!(vgs[0].extent_size, 4 * 1024 * 1024);
-        assert_eq!(vgs[0].size_bytes, 62_914_560);
         assert_eq!(vgs[0].free_bytes, 0);
+        let lvs = parse_report(&fixture("lvs.json")).unwrap().lvs;
+        assert_eq!(lvs.len(), 2);
+        assert_eq!(
+            (lvs[0].name.as_str(), lvs[0].segtype.as_str()),
+            ("root", "linear")
+        );
+        assert_eq!(lvs[0].size_bytes, 32 * 1024 * 1024);
+        assert_eq!(lvs[1].name, "swap");
     }
 
     #[test]
-    fn lvs() {
-        let lvs = parse_lvs(&fixture("lvs.json")).unwrap();
-        assert_eq!(lvs.len(), 2);
-        assert_eq!(lvs[0].lv.vg, "vgkeel");
-        assert_eq!(lvs[0].lv.name, "root");
-        assert_eq!(lvs[0].lv.size_bytes, 32 * 1024 * 1024);
-        assert_eq!(lvs[0].lv.segtype, "linear");
-        assert_eq!(lvs[0].lv.attributes, "-wi-XX----");
-        assert_eq!(lvs[0].dev, None, "not active: major/minor are -1");
-        assert_eq!(lvs[1].lv.name, "swap");
-        let active = r#"{"report":[{"lv":[{"vg_name":"v","lv_name":"l","lv_size":"4194304B",
-            "lv_kernel_major":"253","lv_kernel_minor":"1"}]}]}"#;
-        let lvs = parse_lvs(active).unwrap();
-        assert_eq!(lvs[0].dev, Some((253, 1)));
-        assert_eq!(lvs[0].lv.size_bytes, 4_194_304, "a B suffix is tolerated");
+    fn segment_rows_and_suffixes() {
+        let per_segment = r#"{"report":[{"lv":[
+            {"vg_name":"v","lv_name":"l","lv_uuid":"U","lv_size":"4194304B","segtype":"raid1"},
+            {"vg_name":"v","lv_name":"l","lv_uuid":"U","lv_size":"4194304B","segtype":"raid1"}]}]}"#;
+        let lvs = parse_report(per_segment).unwrap().lvs;
+        assert_eq!(lvs.len(), 1, "one row per LV, not per segment");
+        assert_eq!(lvs[0].size_bytes, 4_194_304, "a B suffix is tolerated");
+        assert_eq!(lvs[0].segtype, "raid1");
     }
 
     #[test]
     fn errors_name_the_report() {
-        let e = parse_vgs("{}").unwrap_err().to_string();
-        assert!(e.contains("vgs") && e.contains("report"), "{e}");
-        let e = parse_pvs(r#"{"report":[{"pv":[{"pv_size":"10.00g"}]}]}"#).unwrap_err();
+        let e = parse_report("{}").unwrap_err().to_string();
+        assert!(e.contains("LVM report") && e.contains("report"), "{e}");
+        let e = parse_report(r#"{"report":[{"pv":[{"pv_size":"10.00g"}]}]}"#).unwrap_err();
         assert!(e.to_string().contains("--units b"), "{e}");
     }
 }

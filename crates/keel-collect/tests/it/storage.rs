@@ -28,8 +28,8 @@ fn missing_privileges() -> Option<String> {
         return Some(format!("running as uid {uid}, not root"));
     }
     for tool in ["losetup", "partx", "sfdisk", "mkfs.ext4", "mount", "umount"] {
-        if run(tool, &["--version"]).is_err() {
-            return Some(format!("{tool} is not available"));
+        if !keel_collect::have(tool) {
+            return Some(format!("{tool} is not on the PATH"));
         }
     }
     None
@@ -103,7 +103,14 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        let _ = run("partx", &["-d", &self.dev]);
+        // A concurrent reader (a live capture probing every disk) can hold a partition open
+        // for a moment; stale partition nodes would break the next user of this loop device.
+        for attempt in 1..=5 {
+            if run("partx", &["-d", &self.dev]).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100 * attempt));
+        }
         let _ = run("losetup", &["-d", &self.dev]);
     }
 }

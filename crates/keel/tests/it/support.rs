@@ -104,7 +104,11 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(
     timeout: Duration,
 ) -> Run {
     let mut cmd = Command::new(program.as_ref());
-    cmd.args(args).env("NO_COLOR", "1");
+    // The caller's environment must not choose a recovery key or state directory for a test.
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("KEEL_RECOVERY_KEY")
+        .env_remove("KEEL_STATE_DIR");
     let what = format!(
         "{} {}",
         program.as_ref().to_string_lossy(),
