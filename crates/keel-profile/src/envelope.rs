@@ -39,7 +39,7 @@ const COMPRESSION_ZSTD: u8 = 1;
 const ENCODING_CBOR: u8 = 1;
 /// Decompressed payloads larger than this are refused (a corrupt or hostile file must not
 /// exhaust memory).
-pub const MAX_PAYLOAD: u64 = 512 * 1024 * 1024;
+pub const MAX_PAYLOAD: u64 = 128 * 1024 * 1024;
 /// zstd level: 19 costs about 30 ms on a typical profile and saves a quarter over level 3.
 const ZSTD_LEVEL: i32 = 19;
 

@@ -402,3 +402,56 @@ fn live_capture_succeeds_and_explains_every_collector_that_is_not_ok() {
         assert_eq!(keel_packages(&doc), dpkg_query_packages(Path::new("/")));
     }
 }
+
+#[test]
+fn binary_profile_goes_to_a_pipe_and_json_is_canonical() {
+    let root = crate::support::tiny_root();
+    let state = Keel::new();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without --output, the binary profile goes to standard output when it is not a terminal.
+    let piped = state.capture(root.path(), &[]);
+    assert!(
+        piped.stdout.starts_with(&[0x89, b'K', b'E', b'E', b'L']),
+        "keel capture | … did not write a binary profile"
+    );
+    let file = dir.path().join("piped.keel");
+    std::fs::write(&file, &piped.stdout).unwrap();
+    let doc = crate::support::show_json(&file);
+    let tiny = rows(&doc, "packages", "packages");
+    assert_eq!(tiny.len(), 1, "{tiny:?}");
+    assert_eq!(
+        (s(&tiny[0], "name"), s(&tiny[0], "version")),
+        ("tiny", "1.0")
+    );
+
+    // The JSON form is canonical: sorted keys, and showing it again reproduces it exactly.
+    let raw = crate::support::keel(&["show", file.to_str().unwrap(), "--format", "json"]);
+    raw.expect_ok();
+    let text = raw.stdout_str();
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    // serde_json's map is sorted, so a document equal to its own re-serialisation was sorted.
+    assert!(
+        text.trim_end() == serde_json::to_string_pretty(&parsed).unwrap()
+            || text.trim_end() == serde_json::to_string(&parsed).unwrap(),
+        "keel's JSON is not in canonical (sorted-key) form"
+    );
+    let json_file = dir.path().join("profile.json");
+    std::fs::write(&json_file, &raw.stdout).unwrap();
+    let again = crate::support::keel(&["show", json_file.to_str().unwrap(), "--format", "json"]);
+    again.expect_ok();
+    assert_eq!(
+        again.stdout_str(),
+        text,
+        "show of the JSON form is not the same document"
+    );
+
+    // One section in text form, every row of it.
+    let section = crate::support::keel(&["show", file.to_str().unwrap(), "--section", "schedules"]);
+    section.expect_ok();
+    assert!(
+        section.stdout_str().contains("/usr/local/bin/backup"),
+        "show --section schedules does not list the cron job:\n{}",
+        section.stdout_str()
+    );
+}

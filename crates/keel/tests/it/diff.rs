@@ -412,3 +412,39 @@ fn unchanged_root_diffs_empty_and_volatile_fields_only_with_the_flag() {
         "collector durations differ between two captures, and --include-volatile shows them: {with_volatile:?}"
     );
 }
+
+#[test]
+fn a_failed_collector_diffs_as_unknown_not_as_everything_removed() {
+    let root = crate::support::tiny_root();
+    let state = Keel::new();
+    let out = tempfile::tempdir().unwrap();
+    let before = out.path().join("before.keel");
+    let after = out.path().join("after.keel");
+    state.capture_file(root.path(), &before, &[]);
+    // The account database becomes unreadable: the users collector fails.
+    fs::remove_file(root.path().join("etc/passwd")).unwrap();
+    state.capture_file(root.path(), &after, &[]);
+
+    let (code, changes) = diff_json(&before, &after, &[]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a collector that stopped working is a change"
+    );
+    let changes = changes.as_array().unwrap();
+    for c in changes {
+        check_shape(c);
+        assert!(
+            c["section"] != "users",
+            "users are unknown after the collector failed, not removed: {c}"
+        );
+    }
+    let users = changes
+        .iter()
+        .find(|c| c["table"] == "collectors" && c["key"] == "users" && c["field"] == "state")
+        .unwrap_or_else(|| panic!("the users collector's failure is not reported: {changes:?}"));
+    assert_eq!(
+        (&users["old"], &users["new"]),
+        (&Value::from("ok"), &Value::from("error"))
+    );
+}

@@ -219,6 +219,20 @@ fn secrets_are_withheld_or_encrypted_never_in_plaintext() {
         );
     }
     let identity_text = fs::read_to_string(&identity_file).unwrap();
+    // Losing a recovery identity loses every secret encrypted to it: never overwrite one.
+    let again = keel(&["keygen", "--output", identity_file.to_str().unwrap()]);
+    assert_eq!(
+        again.code,
+        Some(2),
+        "keygen overwrote {}",
+        identity_file.display()
+    );
+    assert!(
+        again.stderr.lines().any(|l| l.starts_with("error:")),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(fs::read_to_string(&identity_file).unwrap(), identity_text);
     let identity: age::x25519::Identity = identity_text
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))

@@ -522,10 +522,6 @@ fn build_cache() -> Result<Cache, String> {
     let lock_path = dir.join("build.lock");
     let lock = fs::File::create(&lock_path)
         .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    #[allow(
-        clippy::incompatible_msrv,
-        reason = "tests run on the current toolchain only"
-    )]
     lock.lock()
         .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     // The lock is released when `lock` drops at the end of this function, however it ends.
