@@ -35,9 +35,11 @@ const IGNORED_PREFIX: &[&str] = &[
 ];
 const IGNORED_SUFFIX: &[&str] = &["~", ".swp", ".swo"];
 
-/// Trees that package triggers rebuild (update-ca-certificates): recorded as one digest row
-/// each, since their hundreds of links are rebuilt on recovery, not restored.
-const GENERATED_PREFIX: &[&str] = &["/etc/ssl/certs/"];
+/// Trees that package scripts and triggers rebuild (update-ca-certificates,
+/// update-alternatives): recorded as one digest row each, since their hundreds of links are
+/// rebuilt on recovery, not restored. The choices behind the alternatives' links are recorded
+/// in `packages.alternatives`.
+const GENERATED_PREFIX: &[&str] = &["/etc/ssl/certs/", "/etc/alternatives/"];
 
 /// Files a package's maintainer script copies from a template it ships: when identical to the
 /// template they are generated (rebuilt on install), not local configuration.

@@ -187,6 +187,7 @@ const COLLECTORS: &[Def] = &[
             "packages.packages",
             "packages.repositories",
             "packages.repository_keys",
+            "packages.alternatives",
         ],
         live_only: false,
         run: packages::collect,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_profile::{Hash, Package, Repository, RepositoryKey};
+use keel_profile::{Alternative, Hash, Package, Repository, RepositoryKey};
 
 use crate::{CollectError, Ctx, Piece, Root};
 
@@ -99,7 +99,31 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         }
     }
 
+    let mut alternatives = Vec::new();
+    for name in ctx.root.list_dir("/var/lib/dpkg/alternatives")? {
+        let Some(text) = ctx
+            .root
+            .read_opt(&format!("/var/lib/dpkg/alternatives/{name}"))?
+        else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let (Some(mode), Some(link)) = (lines.next(), lines.next()) else {
+            continue;
+        };
+        let value = std::fs::read_link(ctx.root.path(&format!("/etc/alternatives/{name}")))
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+        alternatives.push(Alternative {
+            name,
+            mode: mode.trim().into(),
+            link: link.trim().into(),
+            value,
+        });
+    }
+
     Ok(Piece::new(move |file| {
+        file.profile.packages.alternatives = alternatives;
         file.profile.packages.packages = packages;
         file.profile.packages.repositories = repositories;
         file.profile.packages.repository_keys = keys;

@@ -379,7 +379,7 @@ record! {
         Runtime version: String,
         Runtime arch: String,
         Runtime cmdline: String,
-        Runtime uptime_s: u64,
+        Volatile uptime_s: u64,
     }
 }
 
@@ -459,12 +459,26 @@ record! {
     }
 }
 
+record! {
+    /// A dpkg alternative (`update-alternatives`): which program a generic name runs.
+    Alternative in "alternatives", key(a) => a.name.clone(); {
+        Config name: String,
+        /// `auto` (highest priority wins) or `manual` (an administrator's choice).
+        Config mode: String,
+        /// The generic link, such as `/usr/bin/editor`.
+        Config link: String,
+        /// The chosen program.
+        Config value: Option<String>,
+    }
+}
+
 section! {
     /// Installed software and where it comes from.
     Packages "packages" {
         packages: Package,
         repositories: Repository,
         repository_keys: RepositoryKey,
+        alternatives: Alternative,
     }
 }
 
