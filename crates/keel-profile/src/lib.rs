@@ -31,6 +31,7 @@ mod envelope;
 mod golden;
 mod hash;
 mod model;
+mod patch;
 mod table;
 
 pub use diff::{diff, Change, ChangeKind, DiffOptions};
@@ -40,6 +41,7 @@ pub use envelope::{
 };
 pub use hash::{Hash, ParseHashError};
 pub use model::*;
+pub use patch::{apply_patch, make_patch, Patch, PatchError, TablePatch};
 pub use table::{Record, Section, TableView, Volatility};
 
 /// The schema version of the tables this build writes (`meta.schema`).

@@ -1,0 +1,432 @@
+//! The embedded SQLite backend.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use keel_profile::{Change, Hash};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{
+    AgentRecord, HostRecord, Ingest, NewAgent, ProfileSummary, Result, Store, StoreError, TokenKind,
+};
+
+/// Migrations in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
+/// a write transaction. `synchronous = FULL`: a committed ingest survives power loss, which is
+/// what an acknowledgement promises.
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Option<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |detail: String| StoreError::Open {
+            path: path.display().to_string(),
+            detail,
+        };
+        let writer = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        configure(&writer).map_err(|e| err(e.to_string()))?;
+        migrate(&writer).map_err(|e| err(e.to_string()))?;
+        let reader = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        configure(&reader).map_err(|e| err(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Some(Mutex::new(reader)),
+        })
+    }
+
+    /// A private in-memory database (tests, examples).
+    pub fn open_in_memory() -> Result<Self> {
+        let c = Connection::open_in_memory()?;
+        configure(&c)?;
+        migrate(&c)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(c),
+            reader: None,
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let lock = self.reader.as_ref().unwrap_or(&self.writer);
+        let c = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&c)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut c = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut c)
+    }
+}
+
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let version: usize =
+        c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = c.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn hash_from(v: Vec<u8>) -> Result<Hash> {
+    let arr: [u8; 32] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a stored hash is not 32 bytes".into()))?;
+    Ok(Hash(arr))
+}
+
+fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(HostRecord, String, String)> {
+    Ok((
+        HostRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            machine_id: r.get(2)?,
+            labels: std::collections::BTreeMap::new(),
+            created_at: r.get(4)?,
+            last_profile_id: r.get(5)?,
+            last_seen_at: r.get(6)?,
+            paused: r.get(7)?,
+            retired: r.get(8)?,
+            schedule: serde_json::Value::Null,
+        },
+        r.get(3)?,
+        r.get(9)?,
+    ))
+}
+
+fn finish_host((mut h, labels, schedule): (HostRecord, String, String)) -> Result<HostRecord> {
+    h.labels = serde_json::from_str(&labels)
+        .map_err(|e| StoreError::Corrupt(format!("labels of host {}: {e}", h.name)))?;
+    h.schedule = serde_json::from_str(&schedule)
+        .map_err(|e| StoreError::Corrupt(format!("schedule of host {}: {e}", h.name)))?;
+    Ok(h)
+}
+
+const HOST_COLS: &str = "id, name, machine_id, labels, created_at, last_profile_id, last_seen_at, paused, retired, schedule";
+const PROFILE_COLS: &str =
+    "id, host_id, hash, previous, captured_at, received_at, agent_version, size, changes";
+
+fn profile_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(ProfileSummary, Vec<u8>, Option<Vec<u8>>)> {
+    Ok((
+        ProfileSummary {
+            id: r.get(0)?,
+            host_id: r.get(1)?,
+            hash: Hash::default(),
+            previous: None,
+            captured_at: r.get(4)?,
+            received_at: r.get(5)?,
+            agent_version: r.get(6)?,
+            size: r.get(7)?,
+            changes: r.get(8)?,
+        },
+        r.get(2)?,
+        r.get(3)?,
+    ))
+}
+
+fn finish_profile(
+    (mut p, hash, prev): (ProfileSummary, Vec<u8>, Option<Vec<u8>>),
+) -> Result<ProfileSummary> {
+    p.hash = hash_from(hash)?;
+    p.previous = prev.map(hash_from).transpose()?;
+    Ok(p)
+}
+
+impl Store for SqliteStore {
+    fn put_token(&self, hash: &Hash, kind: TokenKind, label: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO tokens (hash, kind, label, created_at) VALUES (?1, ?2, ?3, strftime('%s','now') * 1000)",
+                params![&hash.0[..], kind.as_str(), label],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn token_kind(&self, hash: &Hash) -> Result<Option<TokenKind>> {
+        self.read(|c| {
+            let k: Option<String> = c
+                .query_row(
+                    "SELECT kind FROM tokens WHERE hash = ?1",
+                    [&hash.0[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(k.and_then(|k| TokenKind::parse(&k)))
+        })
+    }
+
+    fn has_token(&self, kind: TokenKind) -> Result<bool> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE kind = ?1)",
+                [kind.as_str()],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn enroll(&self, a: &NewAgent) -> Result<HostRecord> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<(i64, String, bool)> = tx
+                .query_row("SELECT id, machine_id, retired FROM hosts WHERE name = ?1", [&a.host], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let host_id = match existing {
+                Some((_, mid, _)) if mid != a.machine_id => {
+                    return Err(StoreError::Conflict(format!(
+                        "host {} is already enrolled with another machine-id ({mid}); retire it first, or enroll this machine under another name",
+                        a.host
+                    )))
+                }
+                Some((id, _, retired)) => {
+                    if retired {
+                        tx.execute("UPDATE hosts SET retired = 0 WHERE id = ?1", [id])?;
+                    }
+                    // One agent per host: a re-enrolled machine replaces its old key.
+                    tx.execute("UPDATE agents SET revoked = 1 WHERE host_id = ?1", [id])?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO hosts (name, machine_id, created_at) VALUES (?1, ?2, ?3)",
+                        params![a.host, a.machine_id, a.now],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            tx.execute(
+                "INSERT INTO agents (id, host_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![a.id, host_id, a.public_key, a.now],
+            )?;
+            let h = tx.query_row(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"), [host_id], host_row)?;
+            tx.commit()?;
+            finish_host(h)
+        })
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT id, host_id, public_key, revoked FROM agents WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(AgentRecord {
+                        id: r.get(0)?,
+                        host_id: r.get(1)?,
+                        public_key: r.get(2)?,
+                        revoked: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn host(&self, name: &str) -> Result<Option<HostRecord>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {HOST_COLS} FROM hosts WHERE name = ?1"),
+                [name],
+                host_row,
+            )
+            .optional()?
+            .map(finish_host)
+            .transpose()
+        })
+    }
+
+    fn host_by_id(&self, id: i64) -> Result<Option<HostRecord>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
+                [id],
+                host_row,
+            )
+            .optional()?
+            .map(finish_host)
+            .transpose()
+        })
+    }
+
+    fn hosts(&self, after: Option<&str>, limit: u32) -> Result<Vec<HostRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {HOST_COLS} FROM hosts WHERE name > ?1 ORDER BY name LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after.unwrap_or(""), limit], host_row)?;
+            rows.map(|r| finish_host(r?)).collect()
+        })
+    }
+
+    fn missing_blobs(&self, hashes: &[Hash]) -> Result<Vec<Hash>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)")?;
+            let mut out = Vec::new();
+            for h in hashes {
+                let present: bool = st.query_row([&h.0[..]], |r| r.get(0))?;
+                if !present {
+                    out.push(*h);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT data FROM blobs WHERE hash = ?1",
+                [&hash.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
+    fn ingest(&self, batch: &[Ingest]) -> Result<Vec<i64>> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut ids = Vec::with_capacity(batch.len());
+            for ing in batch {
+                let exists: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM profiles WHERE hash = ?1)",
+                    [&ing.hash.0[..]],
+                    |r| r.get(0),
+                )?;
+                if exists {
+                    return Err(StoreError::Conflict(format!("profile {} is already stored", ing.hash)));
+                }
+                {
+                    let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
+                    for (h, data) in &ing.blobs {
+                        st.execute(params![&h.0[..], data])?;
+                    }
+                }
+                let body = zstd::bulk::compress(&ing.profile, 3)
+                    .map_err(|e| StoreError::Corrupt(format!("cannot compress profile: {e}")))?;
+                let counted = ing
+                    .changes
+                    .iter()
+                    .filter(|ch| ch.volatility != keel_profile::Volatility::Volatile)
+                    .count() as i64;
+                tx.prepare_cached(
+                    "INSERT INTO profiles (host_id, hash, previous, captured_at, received_at, agent_version, size, changes, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    ing.host_id,
+                    &ing.hash.0[..],
+                    ing.previous.as_ref().map(|h| h.0.to_vec()),
+                    ing.captured_at,
+                    ing.received_at,
+                    ing.agent_version,
+                    ing.profile.len() as i64,
+                    counted,
+                    body,
+                ])?;
+                let id = tx.last_insert_rowid();
+                {
+                    let mut st = tx.prepare_cached("INSERT INTO changes (profile_id, seq, change) VALUES (?1, ?2, ?3)")?;
+                    for (seq, ch) in ing.changes.iter().enumerate() {
+                        let json = serde_json::to_string(ch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        st.execute(params![id, seq as i64, json])?;
+                    }
+                }
+                tx.prepare_cached("UPDATE hosts SET last_profile_id = ?1, last_seen_at = ?2 WHERE id = ?3")?
+                    .execute(params![id, ing.received_at, ing.host_id])?;
+                ids.push(id);
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    fn profile_by_hash(&self, hash: &Hash) -> Result<Option<ProfileSummary>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {PROFILE_COLS} FROM profiles WHERE hash = ?1"),
+                [&hash.0[..]],
+                profile_row,
+            )
+            .optional()?
+            .map(finish_profile)
+            .transpose()
+        })
+    }
+
+    fn profile(&self, id: i64) -> Result<Option<(ProfileSummary, Vec<u8>)>> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    &format!("SELECT {PROFILE_COLS}, body FROM profiles WHERE id = ?1"),
+                    [id],
+                    |r| Ok((profile_row(r)?, r.get::<_, Vec<u8>>(9)?)),
+                )
+                .optional()?;
+            let Some((summary, body)) = row else {
+                return Ok(None);
+            };
+            let bytes = zstd::stream::decode_all(&body[..])
+                .map_err(|e| StoreError::Corrupt(format!("profile {id}: {e}")))?;
+            Ok(Some((finish_profile(summary)?, bytes)))
+        })
+    }
+
+    fn profiles(
+        &self,
+        host_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ProfileSummary>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {PROFILE_COLS} FROM profiles WHERE host_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![host_id, before.unwrap_or(i64::MAX), limit], profile_row)?;
+            rows.map(|r| finish_profile(r?)).collect()
+        })
+    }
+
+    fn changes(&self, profile_id: i64) -> Result<Vec<Change>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT change FROM changes WHERE profile_id = ?1 ORDER BY seq")?;
+            let rows = st.query_map([profile_id], |r| r.get::<_, String>(0))?;
+            rows.map(|r| {
+                serde_json::from_str(&r?).map_err(|e| {
+                    StoreError::Corrupt(format!("change of profile {profile_id}: {e}"))
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn profile_count(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM profiles", [], |r| r.get(0))?))
+    }
+}

@@ -1,0 +1,144 @@
+//! The store contract: one story every backend must pass. SQLite always runs it.
+
+use keel_profile::{Change, ChangeKind, Hash, Volatility};
+use keel_store::{Ingest, NewAgent, SqliteStore, Store, StoreError, TokenKind};
+
+fn agent(id: &str, host: &str, machine_id: &str) -> NewAgent {
+    NewAgent {
+        id: id.into(),
+        host: host.into(),
+        machine_id: machine_id.into(),
+        public_key: vec![7; 32],
+        now: 1000,
+    }
+}
+
+fn ingest(host_id: i64, n: u8, blobs: Vec<(Hash, Vec<u8>)>) -> Ingest {
+    Ingest {
+        host_id,
+        hash: Hash::of(&[n]),
+        previous: (n > 0).then(|| Hash::of(&[n - 1])),
+        captured_at: i64::from(n) * 10,
+        received_at: i64::from(n) * 10 + 1,
+        agent_version: "0.1.0".into(),
+        profile: vec![n; 100],
+        blobs,
+        changes: vec![Change {
+            section: "packages".into(),
+            table: "packages".into(),
+            key: format!("p{n}:amd64"),
+            kind: ChangeKind::Added,
+            field: None,
+            old: serde_json::Value::Null,
+            new: serde_json::json!({"name": format!("p{n}")}),
+            volatility: Volatility::Config,
+        }],
+    }
+}
+
+fn story(store: &dyn Store) {
+    // Tokens are looked up by hash only.
+    store
+        .put_token(&Hash::of(b"admin-token"), TokenKind::Admin, "first")
+        .unwrap();
+    assert_eq!(
+        store.token_kind(&Hash::of(b"admin-token")).unwrap(),
+        Some(TokenKind::Admin)
+    );
+    assert_eq!(store.token_kind(&Hash::of(b"other")).unwrap(), None);
+    assert!(store.has_token(TokenKind::Admin).unwrap());
+    assert!(!store.has_token(TokenKind::Enroll).unwrap());
+
+    // Enrollment creates the host; the same machine re-enrolling replaces its agent; another
+    // machine cannot take the name.
+    let h = store.enroll(&agent("a1", "web1", "m1")).unwrap();
+    assert_eq!(h.name, "web1");
+    let again = store.enroll(&agent("a2", "web1", "m1")).unwrap();
+    assert_eq!(again.id, h.id);
+    assert!(store.agent("a1").unwrap().unwrap().revoked);
+    assert!(!store.agent("a2").unwrap().unwrap().revoked);
+    let err = store.enroll(&agent("a3", "web1", "m2")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(
+        store.agent("a3").unwrap().is_none(),
+        "a refused enrollment leaves nothing behind"
+    );
+
+    // Blobs travel once.
+    let blob = (Hash::of(b"content"), b"content".to_vec());
+    assert_eq!(store.missing_blobs(&[blob.0]).unwrap(), vec![blob.0]);
+    let ids = store
+        .ingest(&[ingest(h.id, 0, vec![blob.clone()]), ingest(h.id, 1, vec![])])
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(store.missing_blobs(&[blob.0]).unwrap().is_empty());
+    assert_eq!(store.blob(&blob.0).unwrap().unwrap(), b"content");
+
+    // The profile comes back byte for byte, with its changes and summary.
+    let (summary, bytes) = store.profile(ids[1]).unwrap().unwrap();
+    assert_eq!(bytes, vec![1u8; 100]);
+    assert_eq!(summary.previous, Some(Hash::of(&[0])));
+    assert_eq!(summary.changes, 1);
+    assert_eq!(store.changes(ids[1]).unwrap()[0].key, "p1:amd64");
+    assert_eq!(
+        store.profile_by_hash(&Hash::of(&[1])).unwrap().unwrap().id,
+        ids[1]
+    );
+    let host = store.host("web1").unwrap().unwrap();
+    assert_eq!(host.last_profile_id, Some(ids[1]));
+    let listed = store.profiles(h.id, None, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+
+    // A batch with an already stored profile is refused whole.
+    let err = store
+        .ingest(&[ingest(h.id, 2, vec![]), ingest(h.id, 1, vec![])])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(
+        store.profile_by_hash(&Hash::of(&[2])).unwrap().is_none(),
+        "no partial batch"
+    );
+    assert_eq!(store.profile_count().unwrap(), 2);
+
+    let hosts = store.hosts(None, 10).unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert!(store.hosts(Some("web1"), 10).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_in_memory_story() {
+    story(&SqliteStore::open_in_memory().unwrap());
+}
+
+#[test]
+fn sqlite_file_story_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        story(&s);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.profile_count().unwrap(),
+        2,
+        "committed profiles survive a reopen"
+    );
+    assert!(s.host("web1").unwrap().is_some());
+}
+
+#[test]
+fn unreadable_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    std::fs::write(
+        &path,
+        b"this is not a database, just some text that is long enough",
+    )
+    .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("keel.db"), "{err}");
+}
