@@ -67,14 +67,11 @@ pub struct DiffOptions {
 /// The changes from `old` to `new`, in section, table, key and field order.
 pub fn diff(old: &Profile, new: &Profile, opts: DiffOptions) -> Vec<Change> {
     let mut out = Vec::new();
-    let old_sections = old.sections();
-    let new_sections = new.sections();
-    for (os, ns) in old_sections.into_iter().zip(new_sections) {
-        debug_assert_eq!(os.name, ns.name);
-        for (ot, nt) in os.tables.into_iter().zip(ns.tables) {
+    for (section, ot, nt) in old.differing_tables(new) {
+        {
             debug_assert_eq!(ot.name, nt.name);
-            if os.name != "meta"
-                && !(comparable(old, os.name, ot.name) && comparable(new, os.name, ot.name))
+            if section != "meta"
+                && !(comparable(old, section, ot.name) && comparable(new, section, ot.name))
             {
                 continue;
             }
@@ -86,7 +83,7 @@ pub fn diff(old: &Profile, new: &Profile, opts: DiffOptions) -> Vec<Change> {
                     return;
                 }
                 out.push(Change {
-                    section: os.name.to_string(),
+                    section: section.to_string(),
                     table: ot.name.to_string(),
                     key: key.to_string(),
                     kind,

@@ -33,6 +33,7 @@ mod hash;
 mod model;
 mod patch;
 mod table;
+mod upload;
 
 pub use diff::{diff, Change, ChangeKind, DiffOptions};
 pub use envelope::{
@@ -43,6 +44,7 @@ pub use hash::{Hash, ParseHashError};
 pub use model::*;
 pub use patch::{apply_patch, make_patch, Patch, PatchError, TablePatch};
 pub use table::{Record, Section, TableView, Volatility};
+pub use upload::{AgentKey, Upload, UploadBody, UploadError};
 
 /// The schema version of the tables this build writes (`meta.schema`).
 pub const SCHEMA_VERSION: u32 = 1;

@@ -996,6 +996,87 @@ impl Profile {
         ]
     }
 
+    /// The tables that differ between `self` and `other`, by section, as `(self, other)` view
+    /// pairs; equal tables cost a comparison, not a conversion.
+    pub fn differing_tables(&self, other: &Profile) -> Vec<(&'static str, TableView, TableView)> {
+        fn sec<S: Section>(out: &mut Vec<(&'static str, TableView, TableView)>, a: &S, b: &S) {
+            for (x, y) in a.differing_tables(b) {
+                out.push((S::NAME, x, y));
+            }
+        }
+        let mut out = Vec::new();
+        if self.collectors != other.collectors {
+            out.push((
+                "meta",
+                TableView::of(&self.collectors),
+                TableView::of(&other.collectors),
+            ));
+        }
+        sec(&mut out, &self.hardware, &other.hardware);
+        sec(&mut out, &self.storage, &other.storage);
+        sec(&mut out, &self.os, &other.os);
+        sec(&mut out, &self.packages, &other.packages);
+        sec(&mut out, &self.users, &other.users);
+        sec(&mut out, &self.security, &other.security);
+        sec(&mut out, &self.network, &other.network);
+        sec(&mut out, &self.services, &other.services);
+        sec(&mut out, &self.schedules, &other.schedules);
+        sec(&mut out, &self.kernel, &other.kernel);
+        sec(&mut out, &self.files, &other.files);
+        out
+    }
+
+    /// A view of `section.table`.
+    pub fn table(&self, section: &str, table: &str) -> Option<TableView> {
+        match section {
+            "meta" if table == "collectors" => Some(TableView::of(&self.collectors)),
+            "hardware" => self.hardware.table(table),
+            "storage" => self.storage.table(table),
+            "os" => self.os.table(table),
+            "packages" => self.packages.table(table),
+            "users" => self.users.table(table),
+            "security" => self.security.table(table),
+            "network" => self.network.table(table),
+            "services" => self.services.table(table),
+            "schedules" => self.schedules.table(table),
+            "kernel" => self.kernel.table(table),
+            "files" => self.files.table(table),
+            _ => None,
+        }
+    }
+
+    /// Replaces `section.table` with rows given as JSON.
+    pub fn set_table(
+        &mut self,
+        section: &str,
+        table: &str,
+        rows: Vec<serde_json::Value>,
+    ) -> Result<(), serde_json::Error> {
+        match section {
+            "meta" if table == "collectors" => {
+                self.collectors = rows
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<_, _>>()?;
+                Ok(())
+            }
+            "hardware" => self.hardware.set_table(table, rows),
+            "storage" => self.storage.set_table(table, rows),
+            "os" => self.os.set_table(table, rows),
+            "packages" => self.packages.set_table(table, rows),
+            "users" => self.users.set_table(table, rows),
+            "security" => self.security.set_table(table, rows),
+            "network" => self.network.set_table(table, rows),
+            "services" => self.services.set_table(table, rows),
+            "schedules" => self.schedules.set_table(table, rows),
+            "kernel" => self.kernel.set_table(table, rows),
+            "files" => self.files.set_table(table, rows),
+            _ => Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                "unknown section {section}"
+            ))),
+        }
+    }
+
     /// Sorts every table by key, so equal systems encode to equal bytes.
     pub fn normalize(&mut self) {
         self.collectors.sort_by(|a, b| a.name.cmp(&b.name));

@@ -60,21 +60,19 @@ pub enum PatchError {
 pub fn make_patch(base: &Profile, new: &Profile) -> Result<Patch, PatchError> {
     let base_hash = profile_hash(base).map_err(|e| PatchError::Malformed(e.to_string()))?;
     let mut tables = BTreeMap::new();
-    for (bs, ns) in base.sections().into_iter().zip(new.sections()) {
-        for (bt, nt) in bs.tables.into_iter().zip(ns.tables) {
-            let old: BTreeMap<String, Value> = bt.rows.into_iter().collect();
-            let mut tp = TablePatch::default();
-            let mut seen = std::collections::BTreeSet::new();
-            for (k, row) in nt.rows {
-                if old.get(&k) != Some(&row) {
-                    tp.upsert.push((k.clone(), row));
-                }
-                seen.insert(k);
+    for (section, bt, nt) in base.differing_tables(new) {
+        let old: BTreeMap<String, Value> = bt.rows.into_iter().collect();
+        let mut tp = TablePatch::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, row) in nt.rows {
+            if old.get(&k) != Some(&row) {
+                tp.upsert.push((k.clone(), row));
             }
-            tp.delete = old.into_keys().filter(|k| !seen.contains(k)).collect();
-            if !tp.upsert.is_empty() || !tp.delete.is_empty() {
-                tables.insert(format!("{}.{}", bs.name, bt.name), tp);
-            }
+            seen.insert(k);
+        }
+        tp.delete = old.into_keys().filter(|k| !seen.contains(k)).collect();
+        if !tp.upsert.is_empty() || !tp.delete.is_empty() {
+            tables.insert(format!("{section}.{}", bt.name), tp);
         }
     }
     Ok(Patch {
@@ -84,43 +82,42 @@ pub fn make_patch(base: &Profile, new: &Profile) -> Result<Patch, PatchError> {
     })
 }
 
-/// Applies `patch` to `base` and checks the result hashes to `expected`.
-pub fn apply_patch(base: &Profile, patch: &Patch, expected: Hash) -> Result<Profile, PatchError> {
-    let mut doc = serde_json::to_value(base).map_err(|e| PatchError::Malformed(e.to_string()))?;
-    let views = base.sections();
+/// Applies `patch` to `base` and checks the result hashes to `expected`; returns the profile
+/// and its canonical CBOR bytes.
+pub fn apply_patch(
+    base: &Profile,
+    patch: &Patch,
+    expected: Hash,
+) -> Result<(Profile, Vec<u8>), PatchError> {
+    let mut profile = base.clone();
     for (name, tp) in &patch.tables {
         let (section, table) = name
             .split_once('.')
             .ok_or_else(|| PatchError::UnknownTable(name.clone()))?;
-        let view = views
-            .iter()
-            .find(|s| s.name == section)
-            .and_then(|s| s.tables.iter().find(|t| t.name == table))
+        let view = base
+            .table(section, table)
             .ok_or_else(|| PatchError::UnknownTable(name.clone()))?;
-        let mut rows: BTreeMap<String, Value> = view.rows.iter().cloned().collect();
+        let mut rows: BTreeMap<String, Value> = view.rows.into_iter().collect();
         for k in &tp.delete {
             rows.remove(k);
         }
         for (k, v) in &tp.upsert {
             rows.insert(k.clone(), v.clone());
         }
-        let slot = if section == "meta" {
-            &mut doc[table]
-        } else {
-            &mut doc[section][table]
-        };
-        *slot = Value::Array(rows.into_values().collect());
+        profile
+            .set_table(section, table, rows.into_values().collect())
+            .map_err(|e| PatchError::Malformed(format!("{name}: {e}")))?;
     }
-    doc["meta"] =
-        serde_json::to_value(&patch.meta).map_err(|e| PatchError::Malformed(e.to_string()))?;
-    let mut profile: Profile =
-        serde_json::from_value(doc).map_err(|e| PatchError::Malformed(e.to_string()))?;
-    profile.normalize();
-    let found = profile_hash(&profile).map_err(|e| PatchError::Malformed(e.to_string()))?;
+    profile.meta = patch.meta.clone();
+    // No normalising: rows come back in key order, which is the order `normalize` gives; a
+    // patch that lies about a key changes the order, and so the hash, and is refused.
+    let bytes = crate::envelope::profile_bytes(&profile)
+        .map_err(|e| PatchError::Malformed(e.to_string()))?;
+    let found = Hash::of(&bytes);
     if found != expected {
         return Err(PatchError::HashMismatch { expected, found });
     }
-    Ok(profile)
+    Ok((profile, bytes))
 }
 
 #[cfg(test)]
@@ -164,8 +161,9 @@ mod tests {
         let patch = make_patch(&base, &new).unwrap();
         assert_eq!(patch.tables["packages.packages"].delete, vec!["a:amd64"]);
         assert_eq!(patch.tables["packages.packages"].upsert.len(), 2);
-        let back = apply_patch(&base, &patch, profile_hash(&new).unwrap()).unwrap();
+        let (back, bytes) = apply_patch(&base, &patch, profile_hash(&new).unwrap()).unwrap();
         assert_eq!(back, new);
+        assert_eq!(Hash::of(&bytes), profile_hash(&new).unwrap());
     }
 
     #[test]

@@ -77,6 +77,17 @@ pub trait Section {
     fn tables(&self) -> Vec<TableView>;
     /// Sorts each table by key so equal content encodes identically.
     fn normalize(&mut self);
+    /// Views of the tables that differ between `self` and `other`, as `(self, other)` pairs:
+    /// equal tables are skipped without converting a row.
+    fn differing_tables(&self, other: &Self) -> Vec<(TableView, TableView)>;
+    /// A view of one table.
+    fn table(&self, name: &str) -> Option<TableView>;
+    /// Replaces one table with rows given as JSON.
+    fn set_table(
+        &mut self,
+        name: &str,
+        rows: Vec<serde_json::Value>,
+    ) -> Result<(), serde_json::Error>;
 }
 
 /// Defines a record type: a struct with `serde(default)` so that fields added in later format
@@ -137,6 +148,35 @@ macro_rules! section {
                 $(
                     self.$field.sort_by_cached_key($crate::table::Record::key);
                 )*
+            }
+            fn differing_tables(&self, other: &Self) -> Vec<($crate::table::TableView, $crate::table::TableView)> {
+                let mut out = Vec::new();
+                $(
+                    if self.$field != other.$field {
+                        out.push(($crate::table::TableView::of(&self.$field), $crate::table::TableView::of(&other.$field)));
+                    }
+                )*
+                out
+            }
+            fn table(&self, name: &str) -> Option<$crate::table::TableView> {
+                $(
+                    if name == <$ty as $crate::table::Record>::TABLE {
+                        return Some($crate::table::TableView::of(&self.$field));
+                    }
+                )*
+                None
+            }
+            fn set_table(&mut self, name: &str, rows: Vec<serde_json::Value>) -> Result<(), serde_json::Error> {
+                $(
+                    if name == <$ty as $crate::table::Record>::TABLE {
+                        self.$field = rows
+                            .into_iter()
+                            .map(serde_json::from_value)
+                            .collect::<Result<Vec<$ty>, _>>()?;
+                        return Ok(());
+                    }
+                )*
+                Err(<serde_json::Error as serde::de::Error>::custom(format!("unknown table {name}")))
             }
         }
 

@@ -181,7 +181,7 @@ pub struct ProfileSummary {
 }
 
 /// One store backend. Every method is blocking; servers call them from worker threads.
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a token by its hash.
     fn put_token(&self, hash: &Hash, kind: TokenKind, label: &str) -> Result<()>;
     /// What the token with this hash allows, if it exists.
@@ -224,4 +224,6 @@ pub trait Store: Send + Sync {
     fn changes(&self, profile_id: i64) -> Result<Vec<Change>>;
     /// Number of stored profiles.
     fn profile_count(&self) -> Result<i64>;
+    /// Number of hosts.
+    fn host_count(&self) -> Result<i64>;
 }

@@ -327,7 +327,7 @@ impl Store for SqliteStore {
                         st.execute(params![&h.0[..], data])?;
                     }
                 }
-                let body = zstd::bulk::compress(&ing.profile, 3)
+                let body = zstd::bulk::compress(&ing.profile, 1)
                     .map_err(|e| StoreError::Corrupt(format!("cannot compress profile: {e}")))?;
                 let counted = ing
                     .changes
@@ -424,6 +424,10 @@ impl Store for SqliteStore {
             })
             .collect()
         })
+    }
+
+    fn host_count(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM hosts", [], |r| r.get(0))?))
     }
 
     fn profile_count(&self) -> Result<i64> {

@@ -30,6 +30,14 @@ enum Command {
     /// Measure Keel's own speed and size.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
+    /// Try alert rules offline: test them on profiles, check them, print the built-in pack.
+    #[command(subcommand)]
+    Rules(commands::rules::Rules),
+    /// Run the central server: agents send it profiles; it keeps history and diffs.
+    Server(commands::server::Args),
+    /// Enroll this machine with a server, and send it profiles.
+    #[command(subcommand)]
+    Agent(commands::agent::Agent),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +48,9 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Bench(b) => commands::bench::run(b),
+        Command::Server(a) => commands::server::run(&a),
+        Command::Agent(a) => commands::agent::run(&a),
+        Command::Rules(r) => commands::rules::run(&r),
     };
     match result {
         Ok(code) => code,

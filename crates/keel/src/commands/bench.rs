@@ -19,6 +19,9 @@ pub enum Bench {
     Capture(CaptureArgs),
     /// Break a profile's compressed size down by section.
     Size(SizeArgs),
+    /// Ingest throughput and latency: simulated agents upload to a real server over loopback
+    /// HTTPS (diff included).
+    Ingest(super::bench_ingest::IngestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +53,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Capture(a) => capture(&a),
         Bench::Size(a) => size(&a),
+        Bench::Ingest(a) => super::bench_ingest::run(&a),
     }
 }
 

@@ -1,5 +1,9 @@
+pub mod agent;
 pub mod bench;
+pub mod bench_ingest;
 pub mod capture;
 pub mod diff;
 pub mod keygen;
+pub mod rules;
+pub mod server;
 pub mod show;

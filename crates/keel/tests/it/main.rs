@@ -7,4 +7,5 @@ mod capture;
 mod diff;
 mod errors;
 mod secrets;
+mod server;
 mod support;

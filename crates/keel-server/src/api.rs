@@ -1,0 +1,384 @@
+//! The HTTP API: enrollment and uploads for agents, JSON for people and tools.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keel_profile::{diff, DiffOptions, Hash, Profile};
+use keel_store::{NewAgent, Store, TokenKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ingest::{IngestError, Ingestor};
+use crate::metrics::Metrics;
+
+/// Largest upload accepted (a whole profile with every blob).
+pub const MAX_UPLOAD: usize = 64 * 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The ingest pipeline.
+    pub ingestor: Ingestor,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The CA certificate agents pin.
+    pub ca_pem: String,
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/ca", get(ca))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/upload", post(upload))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/{name}", get(host))
+        .route("/api/v1/hosts/{name}/profiles", get(profiles))
+        .route("/api/v1/profiles/{id}", get(profile))
+        .route("/api/v1/profiles/{id}/changes", get(changes))
+        .route("/api/v1/diff", get(diff_profiles))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .with_state(state)
+}
+
+/// An error response: `{"error": …, "code": …}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let Some(extra) = self.extra {
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<keel_store::StoreError> for ApiError {
+    fn from(e: keel_store::StoreError) -> Self {
+        match e {
+            keel_store::StoreError::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", m)
+            }
+            keel_store::StoreError::NotFound(m) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{m} not found"))
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Checks the bearer token; `allowed` lists the kinds that may call.
+fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[TokenKind]) -> ApiResult<TokenKind> {
+    let deny = |m: &str| {
+        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(deny("missing Authorization: Bearer token"));
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return Err(deny("Authorization must be a Bearer token"));
+    };
+    let Some(kind) = state.store.token_kind(&Hash::of(token.trim().as_bytes()))? else {
+        return Err(deny("unknown token"));
+    };
+    if !allowed.contains(&kind) {
+        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a {} token may not do this", kind.as_str()),
+        ));
+    }
+    Ok(kind)
+}
+
+const READ: &[TokenKind] = &[TokenKind::Admin, TokenKind::Readonly];
+
+async fn metrics(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
+    let hosts = s.store.host_count()?;
+    let profiles = s.store.profile_count()?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(hosts, profiles),
+    )
+        .into_response())
+}
+
+async fn ca(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    host: String,
+    machine_id: String,
+    /// Hex of the agent's ed25519 public key.
+    public_key: String,
+}
+
+async fn enroll(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Enroll, TokenKind::Admin])?;
+    let req: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("invalid enrollment request: {e}"),
+        )
+    })?;
+    let valid_name = !req.host.is_empty()
+        && req.host.len() <= 253
+        && req
+            .host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if !valid_name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("invalid host name {:?}", req.host),
+        ));
+    }
+    if req.machine_id.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "machine_id is empty",
+        ));
+    }
+    let public_key = crate::unhex(&req.public_key)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "public_key must be 64 hex digits (ed25519)",
+            )
+        })?;
+    let agent_id = format!("agent-{}", crate::random_token(12));
+    let host = s.store.enroll(&NewAgent {
+        id: agent_id.clone(),
+        host: req.host,
+        machine_id: req.machine_id,
+        public_key,
+        now: crate::now_ms(),
+    })?;
+    s.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "agent_id": agent_id, "host": host.name, "schedule": host.schedule })),
+    )
+        .into_response())
+}
+
+async fn upload(State(s): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    s.metrics
+        .upload_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    match s.ingestor.ingest(&body, crate::now_ms()).await {
+        Ok(stored) => Ok((StatusCode::CREATED, Json(stored)).into_response()),
+        Err(e) => {
+            s.metrics.refused(e.code());
+            let status = match &e {
+                IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+                IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                IngestError::Forbidden(_) | IngestError::WrongHost(_) => StatusCode::FORBIDDEN,
+                IngestError::AlreadyStored { .. }
+                | IngestError::Stale(_)
+                | IngestError::UnknownBase(_)
+                | IngestError::MissingBlobs(_) => StatusCode::CONFLICT,
+                IngestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut err = ApiError::new(status, e.code(), e.to_string());
+            err.extra = match &e {
+                IngestError::MissingBlobs(m) => Some(json!({ "missing": m })),
+                IngestError::AlreadyStored { id, .. } => Some(json!({ "profile_id": id })),
+                _ => None,
+            };
+            Err(err)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    after: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn hosts(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(p): Query<Page>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let hosts = s
+        .store
+        .hosts(p.after.as_deref(), p.limit.unwrap_or(100).min(1000))?;
+    Ok(Json(hosts).into_response())
+}
+
+async fn host(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let h = s.store.host(&name)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no host {name}"),
+        )
+    })?;
+    Ok(Json(h).into_response())
+}
+
+async fn profiles(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(p): Query<Page>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let h = s.store.host(&name)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no host {name}"),
+        )
+    })?;
+    Ok(Json(
+        s.store
+            .profiles(h.id, p.before, p.limit.unwrap_or(50).min(1000))?,
+    )
+    .into_response())
+}
+
+fn load(s: &AppState, id: i64) -> ApiResult<(keel_store::ProfileSummary, Profile)> {
+    let (summary, bytes) = s.store.profile(id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no profile {id}"),
+        )
+    })?;
+    let p: Profile = ciborium::from_reader(&bytes[..]).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt",
+            format!("stored profile {id} does not decode: {e}"),
+        )
+    })?;
+    Ok((summary, p))
+}
+
+async fn profile(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let (summary, p) = load(&s, id)?;
+    Ok(Json(json!({ "summary": summary, "profile": p })).into_response())
+}
+
+async fn changes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    Ok(Json(s.store.changes(id)?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffQuery {
+    from: i64,
+    to: i64,
+    #[serde(default)]
+    include_volatile: bool,
+}
+
+async fn diff_profiles(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let (a_sum, a) = load(&s, q.from)?;
+    let (b_sum, b) = load(&s, q.to)?;
+    if a_sum.host_id != b_sum.host_id {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the two profiles belong to different hosts",
+        ));
+    }
+    Ok(Json(diff(
+        &a,
+        &b,
+        DiffOptions {
+            include_volatile: q.include_volatile,
+        },
+    ))
+    .into_response())
+}

@@ -1,0 +1,74 @@
+//! Prometheus metrics, in the text exposition format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters the server keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Profiles stored.
+    pub profiles_stored: AtomicU64,
+    /// Uploads refused, by reason code.
+    pub uploads_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Upload bytes received.
+    pub upload_bytes: AtomicU64,
+    /// Agents enrolled.
+    pub enrollments: AtomicU64,
+    /// API requests refused for missing or wrong credentials.
+    pub auth_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a refused upload.
+    pub fn refused(&self, code: &'static str) {
+        *self
+            .uploads_refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+
+    /// Renders the exposition text; `hosts` and `profiles` are gauges read from the store.
+    pub fn render(&self, hosts: i64, profiles: i64) -> String {
+        let mut o = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "keel_profiles_stored_total",
+            "Profiles stored since the server started.",
+            self.profiles_stored.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_upload_bytes_total",
+            "Bytes of profile uploads received.",
+            self.upload_bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_enrollments_total",
+            "Agents enrolled.",
+            self.enrollments.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_auth_failures_total",
+            "Requests refused for missing or wrong credentials.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(o, "# HELP keel_uploads_refused_total Uploads refused, by reason.\n# TYPE keel_uploads_refused_total counter");
+        for (code, n) in self
+            .uploads_refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(o, "keel_uploads_refused_total{{reason=\"{code}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP keel_hosts Hosts enrolled.\n# TYPE keel_hosts gauge\nkeel_hosts {hosts}"
+        );
+        let _ = writeln!(o, "# HELP keel_profiles Profiles stored.\n# TYPE keel_profiles gauge\nkeel_profiles {profiles}");
+        o
+    }
+}
