@@ -181,11 +181,15 @@ impl Server {
             addr: config.listen,
             detail: e.to_string(),
         })?;
-        let server = axum_server::from_tcp_rustls(listener, rustls_config)
+        // TCP_NODELAY: without it a small answer waits for the peer's delayed ACK (40 ms).
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let server = axum_server::from_tcp(listener)
             .map_err(|e| ServerError::Serve {
                 addr,
                 detail: e.to_string(),
             })?
+            .acceptor(acceptor)
             .handle(handle.clone());
         let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
         Ok(Server {
