@@ -48,6 +48,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/profiles/{id}", get(profile))
         .route("/api/v1/profiles/{id}/changes", get(changes))
         .route("/api/v1/diff", get(diff_profiles))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}/ack", post(ack_alert))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve_alert))
+        .route("/api/v1/rules", get(list_rules))
+        .route(
+            "/api/v1/rules/{name}",
+            axum::routing::put(put_rule).delete(delete_rule),
+        )
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(state)
 }
@@ -127,7 +135,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[TokenKind]) -> Ap
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("a {} token may not do this", kind.as_str()),
+            format!("{} tokens may not do this", kind.as_str()),
         ));
     }
     Ok(kind)
@@ -381,4 +389,211 @@ async fn diff_profiles(
         },
     ))
     .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    status: Option<String>,
+    host: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn alerts(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<AlertQuery>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    if let Some(st) = &q.status {
+        if st != "firing" && st != "resolved" {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "status must be firing or resolved",
+            ));
+        }
+    }
+    let host_id = match &q.host {
+        Some(name) => Some(
+            s.store
+                .host(name)?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no host {name}"),
+                    )
+                })?
+                .id,
+        ),
+        None => None,
+    };
+    let list = s.store.alerts(
+        q.status.as_deref(),
+        host_id,
+        q.before,
+        q.limit.unwrap_or(100).min(1000),
+    )?;
+    Ok(Json(list).into_response())
+}
+
+async fn ack_alert(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    if !s.store.ack_alert(id, "admin", crate::now_ms())? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no alert {id}"),
+        ));
+    }
+    Ok(Json(json!({ "id": id, "acknowledged": true })).into_response())
+}
+
+async fn resolve_alert(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    if !s.store.resolve_alert(id, crate::now_ms())? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no firing alert {id}"),
+        ));
+    }
+    Ok(Json(json!({ "id": id, "status": "resolved" })).into_response())
+}
+
+async fn list_rules(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    let stored = crate::stored_rules(&*s.store)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    let mut out: Vec<serde_json::Value> = keel_rules::builtin_rules()
+        .into_iter()
+        .filter(|b| !stored.iter().any(|r| r.name == b.name))
+        .map(|r| json!({ "origin": "builtin", "rule": r }))
+        .collect();
+    out.extend(
+        stored
+            .into_iter()
+            .map(|r| json!({ "origin": "stored", "rule": r })),
+    );
+    Ok(Json(out).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RuleQuery {
+    /// Host whose newest profile the rule is checked against.
+    host: Option<String>,
+}
+
+async fn put_rule(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<RuleQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "rule must be UTF-8 JSON",
+        )
+    })?;
+    let mut rules = keel_rules::rules_from_json(text, "request body")
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()))?;
+    if rules.len() != 1 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_rule",
+            "send exactly one rule",
+        ));
+    }
+    let rule = rules.remove(0);
+    if rule.name != name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_rule",
+            format!(
+                "the rule is named {:?} but the URL names {name:?}",
+                rule.name
+            ),
+        ));
+    }
+    // Checked against a real stored profile: the crate has no type checker, so a misspelt
+    // field only shows when the rule runs.
+    let sample_host = match &q.host {
+        Some(h) => Some(s.store.host(h)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no host {h}"))
+        })?),
+        None => s
+            .store
+            .hosts(None, 1000)?
+            .into_iter()
+            .find(|h| h.last_profile_id.is_some()),
+    };
+    let checked_on = if let Some(h) = sample_host.filter(|h| h.last_profile_id.is_some()) {
+        let (_, profile) = load(&s, h.last_profile_id.unwrap_or_default())?;
+        let info = keel_rules::HostInfo {
+            name: h.name.clone(),
+            labels: h.labels.clone(),
+        };
+        keel_rules::RuleSet::check_against(
+            &rule,
+            &keel_rules::Input {
+                profile: &profile,
+                previous: None,
+                changes: &[],
+                host: &info,
+            },
+        )
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()))?;
+        Some(h.name)
+    } else {
+        keel_rules::RuleSet::compile(vec![rule.clone()])
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()))?;
+        None
+    };
+    let body = serde_json::to_string(&rule)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    s.store.put_rule(&name, &body, crate::now_ms())?;
+    reload_rules(&s)?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "saved": name, "checked_against": checked_on })),
+    )
+        .into_response())
+}
+
+async fn delete_rule(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    if !s.store.delete_rule(&name)? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no stored rule {name}"),
+        ));
+    }
+    reload_rules(&s)?;
+    Ok(Json(json!({ "deleted": name })).into_response())
+}
+
+fn reload_rules(s: &AppState) -> ApiResult<()> {
+    let stored = crate::stored_rules(&*s.store)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    let (rules, _broken) = crate::ingest::Rules::compile(stored);
+    s.ingestor.set_rules(rules);
+    Ok(())
 }

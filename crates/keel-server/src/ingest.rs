@@ -96,6 +96,48 @@ pub struct Ingestor {
     /// One upload at a time per host, so each diffs against the one before.
     host_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
+    /// The rules every profile is checked against: the built-in pack and the stored rules.
+    rules: std::sync::RwLock<Arc<Rules>>,
+}
+
+/// A compiled rule set and which of its rules describe a state (their alerts resolve by
+/// themselves when the state ends).
+pub struct Rules {
+    set: keel_rules::RuleSet,
+    state: Vec<String>,
+}
+
+impl Rules {
+    /// Compiles the built-in pack plus `stored` (a stored rule replaces a built-in one of the
+    /// same name); broken stored rules are returned, not compiled.
+    pub fn compile(stored: Vec<keel_rules::Rule>) -> (Rules, Vec<keel_rules::RuleError>) {
+        let mut all: Vec<keel_rules::Rule> = keel_rules::builtin_rules()
+            .into_iter()
+            .filter(|b| !stored.iter().any(|s| s.name == b.name))
+            .collect();
+        all.extend(stored);
+        let state = all
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.labels.get("kind").map(String::as_str),
+                    Some("require" | "state")
+                )
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        let (set, errors) = keel_rules::RuleSet::compile_each(all);
+        (Rules { set, state }, errors)
+    }
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("rules", &self.set.len())
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -106,7 +148,7 @@ impl std::fmt::Debug for Ingestor {
 
 impl Ingestor {
     /// Starts the writer thread.
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, rules: Rules) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let s = Arc::clone(&store);
         std::thread::Builder::new()
@@ -119,7 +161,16 @@ impl Ingestor {
             latest: Mutex::new(HashMap::new()),
             host_locks: Mutex::new(HashMap::new()),
             metrics,
+            rules: std::sync::RwLock::new(Arc::new(rules)),
         }
+    }
+
+    /// Replaces the rules new profiles are checked against.
+    pub fn set_rules(&self, rules: Rules) {
+        *self
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
     }
 
     /// Verifies and stores one upload.
@@ -229,6 +280,13 @@ impl Ingestor {
             None => Vec::new(),
         };
         let n_changes = changes.len();
+        let (alerts, state_rules) = self.evaluate(
+            &host,
+            &profile,
+            latest.as_ref().map(|(_, _, p)| &**p),
+            &changes,
+            now_ms,
+        );
         let ingest = Ingest {
             host_id: host.id,
             hash: upload.profile_hash,
@@ -239,6 +297,8 @@ impl Ingestor {
             profile: profile_bytes,
             blobs,
             changes,
+            alerts,
+            state_rules,
         };
         let (tx, rx) = oneshot::channel();
         self.writer
@@ -260,6 +320,59 @@ impl Ingestor {
             host: host.name,
             changes: n_changes,
         })
+    }
+
+    /// Checks a profile against the rules: the alerts to raise, and the state rules whose
+    /// alerts resolve when they did not fire.
+    fn evaluate(
+        &self,
+        host: &keel_store::HostRecord,
+        profile: &Profile,
+        previous: Option<&Profile>,
+        changes: &[Change],
+        now_ms: i64,
+    ) -> (Vec<keel_store::NewAlert>, Vec<String>) {
+        let rules = Arc::clone(
+            &self
+                .rules
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let info = keel_rules::HostInfo {
+            name: host.name.clone(),
+            labels: host.labels.clone(),
+        };
+        let eval = rules.set.evaluate(&keel_rules::Input {
+            profile,
+            previous,
+            changes,
+            host: &info,
+        });
+        for (rule, _) in &eval.errors {
+            self.metrics.rule_error(rule);
+        }
+        let alerts = eval
+            .firings
+            .into_iter()
+            .map(|f| {
+                let mut labels = f.labels.clone();
+                labels.insert("alertname".into(), f.rule.clone());
+                labels.insert("host".into(), host.name.clone());
+                if let Some(item) = &f.item_key {
+                    labels.insert("item".into(), item.clone());
+                }
+                let fingerprint = keel_notify::fingerprint(&labels);
+                keel_store::NewAlert {
+                    fingerprint,
+                    rule: f.rule,
+                    severity: f.severity.as_str().to_string(),
+                    labels,
+                    annotations: [("summary".to_string(), f.message)].into(),
+                    starts_at: now_ms,
+                }
+            })
+            .collect();
+        (alerts, rules.state.clone())
     }
 
     fn latest_of(&self, host_id: i64) -> Result<Option<Latest>, IngestError> {

@@ -110,6 +110,8 @@ pub struct Server {
     pub first_start: Option<FirstStart>,
     /// SHA-256 of the CA certificate.
     pub ca_fingerprint: String,
+    /// Stored rules that no longer compile (skipped), with the reason.
+    pub broken_rules: Vec<String>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -152,8 +154,11 @@ impl Server {
         };
 
         let metrics = Arc::new(metrics::Metrics::default());
+        let stored_rules = stored_rules(&*store)?;
+        let (rules, broken) = ingest::Rules::compile(stored_rules);
+        let broken_rules: Vec<String> = broken.iter().map(ToString::to_string).collect();
         let state = Arc::new(api::AppState {
-            ingestor: ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&metrics)),
+            ingestor: ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&metrics), rules),
             store,
             metrics,
             ca_pem: tls.ca_pem.clone(),
@@ -196,6 +201,7 @@ impl Server {
             addr,
             first_start,
             ca_fingerprint: tls.ca_fingerprint,
+            broken_rules,
             handle,
             task,
         })
@@ -222,6 +228,17 @@ impl Server {
         self.handle
             .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     }
+}
+
+/// The rules saved in the store.
+pub(crate) fn stored_rules(store: &dyn Store) -> Result<Vec<keel_rules::Rule>, ServerError> {
+    let mut out = Vec::new();
+    for (name, body) in store.rules()? {
+        let rule: keel_rules::Rule = serde_json::from_str(&body)
+            .map_err(|e| keel_store::StoreError::Corrupt(format!("stored rule {name}: {e}")))?;
+        out.push(rule);
+    }
+    Ok(out)
 }
 
 /// Milliseconds since the Unix epoch.

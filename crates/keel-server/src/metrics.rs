@@ -16,6 +16,8 @@ pub struct Metrics {
     pub enrollments: AtomicU64,
     /// API requests refused for missing or wrong credentials.
     pub auth_failures: AtomicU64,
+    /// Rule evaluation errors, by rule.
+    pub rule_errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -26,6 +28,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(code)
+            .or_insert(0) += 1;
+    }
+
+    /// Counts a rule that failed to evaluate.
+    pub fn rule_error(&self, rule: &str) {
+        *self
+            .rule_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(rule.to_string())
             .or_insert(0) += 1;
     }
 

@@ -155,6 +155,50 @@ pub struct Ingest {
     pub blobs: Vec<(Hash, Vec<u8>)>,
     /// Changes against the host's previous profile.
     pub changes: Vec<Change>,
+    /// Alerts the rules raised on this profile (already open ones stay as they are).
+    pub alerts: Vec<NewAlert>,
+    /// Rules whose alerts describe a state: their open alerts for this host that did not
+    /// fire again on this profile are resolved.
+    pub state_rules: Vec<String>,
+}
+
+/// An alert raised by a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAlert {
+    /// Identity of the alert (Alertmanager's label fingerprint).
+    pub fingerprint: String,
+    /// The rule that raised it.
+    pub rule: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Labels (alertname, host, severity, …).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations (summary, …).
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// When it started, ms since the epoch.
+    pub starts_at: i64,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Store id.
+    pub id: i64,
+    /// The host.
+    pub host_id: i64,
+    /// The profile that raised it.
+    pub profile_id: Option<i64>,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// When it ended, ms.
+    pub ends_at: Option<i64>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When, ms.
+    pub acked_at: Option<i64>,
+    /// The alert itself.
+    #[serde(flatten)]
+    pub alert: NewAlert,
 }
 
 /// A stored profile's summary.
@@ -226,4 +270,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn profile_count(&self) -> Result<i64>;
     /// Number of hosts.
     fn host_count(&self) -> Result<i64>;
+
+    /// Stored rules as `(name, JSON body)`, by name.
+    fn rules(&self) -> Result<Vec<(String, String)>>;
+    /// Saves a rule (replacing one of the same name).
+    fn put_rule(&self, name: &str, body: &str, now: i64) -> Result<()>;
+    /// Deletes a rule; false when there was none.
+    fn delete_rule(&self, name: &str) -> Result<bool>;
+
+    /// Alerts, newest first: only `status` ones when given, only of `host_id` when given,
+    /// older than `before`.
+    fn alerts(
+        &self,
+        status: Option<&str>,
+        host_id: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>>;
+    /// Acknowledges an alert; false when there is no such alert.
+    fn ack_alert(&self, id: i64, by: &str, now: i64) -> Result<bool>;
+    /// Resolves a firing alert; false when there is no such firing alert.
+    fn resolve_alert(&self, id: i64, now: i64) -> Result<bool>;
 }

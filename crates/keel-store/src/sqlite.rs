@@ -7,11 +7,15 @@ use keel_profile::{Change, Hash};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    AgentRecord, HostRecord, Ingest, NewAgent, ProfileSummary, Result, Store, StoreError, TokenKind,
+    AgentRecord, AlertRecord, HostRecord, Ingest, NewAgent, NewAlert, ProfileSummary, Result,
+    Store, StoreError, TokenKind,
 };
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_rules_alerts.sql"),
+];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
 /// a write transaction. `synchronous = FULL`: a committed ingest survives power loss, which is
@@ -87,6 +91,81 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+/// Opens the alerts that are new and resolves state alerts that no longer fire.
+fn write_alerts(tx: &rusqlite::Transaction<'_>, ing: &Ingest, profile_id: i64) -> Result<()> {
+    let json = |v: &std::collections::BTreeMap<String, String>| {
+        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    {
+        let mut open = tx.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 AND status = 'firing')",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO alerts (fingerprint, host_id, rule, severity, status, labels, annotations, starts_at, profile_id)
+             VALUES (?1, ?2, ?3, ?4, 'firing', ?5, ?6, ?7, ?8)",
+        )?;
+        for a in &ing.alerts {
+            let exists: bool = open.query_row([&a.fingerprint], |r| r.get(0))?;
+            if !exists {
+                insert.execute(params![
+                    a.fingerprint,
+                    ing.host_id,
+                    a.rule,
+                    a.severity,
+                    json(&a.labels)?,
+                    json(&a.annotations)?,
+                    a.starts_at,
+                    profile_id
+                ])?;
+            }
+        }
+    }
+    if !ing.state_rules.is_empty() {
+        let firing: std::collections::BTreeSet<&str> =
+            ing.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+        let mut st = tx.prepare_cached(
+            "SELECT id, fingerprint, rule FROM alerts WHERE host_id = ?1 AND status = 'firing'",
+        )?;
+        let open: Vec<(i64, String, String)> = st
+            .query_map([ing.host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut resolve =
+            tx.prepare_cached("UPDATE alerts SET status = 'resolved', ends_at = ?1 WHERE id = ?2")?;
+        for (id, fp, rule) in open {
+            if ing.state_rules.contains(&rule) && !firing.contains(fp.as_str()) {
+                resolve.execute(params![ing.received_at, id])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AlertRecord, String, String)> {
+    Ok((
+        AlertRecord {
+            id: r.get(0)?,
+            host_id: r.get(1)?,
+            profile_id: r.get(2)?,
+            status: r.get(3)?,
+            ends_at: r.get(4)?,
+            acked_by: r.get(5)?,
+            acked_at: r.get(6)?,
+            alert: NewAlert {
+                fingerprint: r.get(7)?,
+                rule: r.get(8)?,
+                severity: r.get(9)?,
+                labels: std::collections::BTreeMap::new(),
+                annotations: std::collections::BTreeMap::new(),
+                starts_at: r.get(12)?,
+            },
+        },
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+const ALERT_COLS: &str = "id, host_id, profile_id, status, ends_at, acked_by, acked_at, fingerprint, rule, severity, labels, annotations, starts_at";
 
 fn hash_from(v: Vec<u8>) -> Result<Hash> {
     let arr: [u8; 32] = v
@@ -357,6 +436,7 @@ impl Store for SqliteStore {
                         st.execute(params![id, seq as i64, json])?;
                     }
                 }
+                write_alerts(&tx, ing, id)?;
                 tx.prepare_cached("UPDATE hosts SET last_profile_id = ?1, last_seen_at = ?2 WHERE id = ?3")?
                     .execute(params![id, ing.received_at, ing.host_id])?;
                 ids.push(id);
@@ -423,6 +503,76 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+        })
+    }
+
+    fn rules(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT name, body FROM rules ORDER BY name")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn put_rule(&self, name: &str, body: &str, now: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO rules (name, body, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![name, body, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete_rule(&self, name: &str) -> Result<bool> {
+        self.write(|c| Ok(c.execute("DELETE FROM rules WHERE name = ?1", [name])? > 0))
+    }
+
+    fn alerts(
+        &self,
+        status: Option<&str>,
+        host_id: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ALERT_COLS} FROM alerts
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR host_id = ?2) AND id < ?3
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                params![status, host_id, before.unwrap_or(i64::MAX), limit],
+                alert_row,
+            )?;
+            rows.map(|r| {
+                let (mut a, labels, annotations) = r?;
+                a.alert.labels = serde_json::from_str(&labels)
+                    .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
+                a.alert.annotations = serde_json::from_str(&annotations)
+                    .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
+                Ok(a)
+            })
+            .collect()
+        })
+    }
+
+    fn ack_alert(&self, id: i64, by: &str, now: i64) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE alerts SET acked_by = ?1, acked_at = ?2 WHERE id = ?3",
+                params![by, now, id],
+            )? > 0)
+        })
+    }
+
+    fn resolve_alert(&self, id: i64, now: i64) -> Result<bool> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE alerts SET status = 'resolved', ends_at = ?1 WHERE id = ?2 AND status = 'firing'",
+                params![now, id],
+            )? > 0)
         })
     }
 

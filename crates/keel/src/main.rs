@@ -23,7 +23,7 @@ enum Command {
     Capture(commands::capture::Args),
     /// Print a profile.
     Show(commands::show::Args),
-    /// Compare two profiles (exit 0: same, 1: different, 2: error).
+    /// Compare two profiles, files or stored ones (exit 0: same, 1: different, 2: error).
     Diff(commands::diff::Args),
     /// Create a recovery key pair: secrets in profiles are encrypted to its public half.
     Keygen(commands::keygen::Args),
@@ -38,6 +38,10 @@ enum Command {
     /// Enroll this machine with a server, and send it profiles.
     #[command(subcommand)]
     Agent(commands::agent::Agent),
+    /// List the hosts a server knows (through its API).
+    Hosts(commands::hosts::Args),
+    /// List a host's profiles stored on a server, newest first.
+    Profiles(commands::profiles::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
         Command::Server(a) => commands::server::run(&a),
         Command::Agent(a) => commands::agent::run(&a),
         Command::Rules(r) => commands::rules::run(&r),
+        Command::Hosts(a) => commands::hosts::run(&a),
+        Command::Profiles(a) => commands::profiles::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -33,6 +33,8 @@ fn ingest(host_id: i64, n: u8, blobs: Vec<(Hash, Vec<u8>)>) -> Ingest {
             new: serde_json::json!({"name": format!("p{n}")}),
             volatility: Volatility::Config,
         }],
+        alerts: Vec::new(),
+        state_rules: Vec::new(),
     }
 }
 
@@ -103,6 +105,77 @@ fn story(store: &dyn Store) {
     );
     assert_eq!(store.profile_count().unwrap(), 2);
 
+    // Alerts: a new fingerprint opens an alert once; a state rule's alert resolves when it
+    // stops firing; admins acknowledge and resolve.
+    let alert = |fp: &str, rule: &str| keel_store::NewAlert {
+        fingerprint: fp.into(),
+        rule: rule.into(),
+        severity: "warning".into(),
+        labels: [("alertname".to_string(), rule.to_string())].into(),
+        annotations: [("summary".to_string(), format!("{rule} fired"))].into(),
+        starts_at: 5,
+    };
+    let mut i3 = ingest(h.id, 3, vec![]);
+    i3.alerts = vec![
+        alert("fp-change", "package-installed"),
+        alert("fp-state", "sshd-permit-root-login"),
+    ];
+    i3.state_rules = vec!["sshd-permit-root-login".into()];
+    store.ingest(&[i3]).unwrap();
+    let mut i4 = ingest(h.id, 4, vec![]);
+    i4.alerts = vec![
+        alert("fp-change", "package-installed"),
+        alert("fp-state", "sshd-permit-root-login"),
+    ];
+    i4.state_rules = vec!["sshd-permit-root-login".into()];
+    store.ingest(&[i4]).unwrap();
+    assert_eq!(
+        store
+            .alerts(Some("firing"), Some(h.id), None, 10)
+            .unwrap()
+            .len(),
+        2,
+        "still firing, not duplicated"
+    );
+    let mut i5 = ingest(h.id, 5, vec![]);
+    i5.state_rules = vec!["sshd-permit-root-login".into()];
+    store.ingest(&[i5]).unwrap();
+    let firing = store.alerts(Some("firing"), None, None, 10).unwrap();
+    assert_eq!(firing.len(), 1);
+    assert_eq!(
+        firing[0].alert.rule, "package-installed",
+        "a change alert waits for a person"
+    );
+    let resolved = store.alerts(Some("resolved"), None, None, 10).unwrap();
+    assert_eq!(resolved[0].alert.rule, "sshd-permit-root-login");
+    assert!(resolved[0].ends_at.is_some());
+    assert!(store.ack_alert(firing[0].id, "admin", 9).unwrap());
+    assert!(store.resolve_alert(firing[0].id, 10).unwrap());
+    assert!(
+        !store.resolve_alert(firing[0].id, 11).unwrap(),
+        "already resolved"
+    );
+    let all = store.alerts(None, None, None, 10).unwrap();
+    assert_eq!(all.iter().filter(|a| a.status == "firing").count(), 0);
+    assert_eq!(
+        all.iter()
+            .find(|a| a.id == firing[0].id)
+            .unwrap()
+            .acked_by
+            .as_deref(),
+        Some("admin")
+    );
+
+    // Rules are stored by name.
+    store.put_rule("r1", "{}", 1).unwrap();
+    store.put_rule("r1", "{\"x\":1}", 2).unwrap();
+    assert_eq!(
+        store.rules().unwrap(),
+        vec![("r1".to_string(), "{\"x\":1}".to_string())]
+    );
+    assert!(store.delete_rule("r1").unwrap());
+    assert!(!store.delete_rule("r1").unwrap());
+
     let hosts = store.hosts(None, 10).unwrap();
     assert_eq!(hosts.len(), 1);
     assert!(store.hosts(Some("web1"), 10).unwrap().is_empty());
@@ -124,7 +197,7 @@ fn sqlite_file_story_and_reopen() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(
         s.profile_count().unwrap(),
-        2,
+        5,
         "committed profiles survive a reopen"
     );
     assert!(s.host("web1").unwrap().is_some());

@@ -3,7 +3,9 @@
 //! Tests that need a real Debian root build one with debootstrap on first use and cache it
 //! (see `support`); without root or debootstrap they say why on stderr and pass.
 
+mod admin;
 mod capture;
+mod crash;
 mod diff;
 mod errors;
 mod secrets;

@@ -1,140 +1,9 @@
 //! The server and its agents as real processes over loopback HTTPS: enrollment, uploads as
 //! patches, history and diffs through the API, refusals, and delivery after an outage.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{keel, tiny_root};
-
-/// A `keel server` process, killed (SIGKILL) when dropped.
-struct ServerProc {
-    child: Child,
-    url: String,
-    admin: Option<String>,
-    enroll: Option<String>,
-    data: PathBuf,
-}
-
-impl ServerProc {
-    fn start(data: &Path) -> ServerProc {
-        Self::start_on(data, "127.0.0.1:0")
-    }
-
-    fn start_on(data: &Path, listen: &str) -> ServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["server", "--data"])
-            .arg(data)
-            .args(["--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start keel server");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut url = None;
-        let mut admin = None;
-        let mut enroll = None;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        // The banner ends with the enroll hint on a first start, or with the CA line otherwise.
-        while std::time::Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-                if url.is_some() && admin.is_none() && child.try_wait().ok().flatten().is_none() {
-                    break;
-                }
-                continue;
-            };
-            if let Some(rest) = line.strip_prefix("keel server listening on ") {
-                url = Some(rest.split_whitespace().next().unwrap_or("").to_string());
-            } else if let Some(t) = line.trim().strip_prefix("admin token:") {
-                admin = Some(t.trim().to_string());
-            } else if let Some(t) = line.trim().strip_prefix("enrollment token:") {
-                enroll = Some(t.trim().to_string());
-            } else if line.trim().starts_with("keel agent enroll") {
-                break;
-            }
-        }
-        let url = url.unwrap_or_else(|| panic!("keel server did not report its address"));
-        ServerProc {
-            child,
-            url,
-            admin,
-            enroll,
-            data: data.to_path_buf(),
-        }
-    }
-
-    /// `curl` against the API, trusting only the server's CA. Returns (status, body).
-    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(self.data.join("ca.pem"));
-        if let Some(t) = token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        let out = cmd
-            .arg(format!("{}{path}", self.url))
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            status.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn root_named(name: &str, machine_id: &str) -> TempDir {
-    let r = tiny_root();
-    std::fs::write(r.path().join("etc/hostname"), format!("{name}\n")).unwrap();
-    std::fs::write(r.path().join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
-    r
-}
-
-fn agent_cmd(state: &Path, root: &Path, args: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["agent".into()];
-    v.extend(args.iter().map(ToString::to_string));
-    v.extend([
-        "--state-dir".into(),
-        state.display().to_string(),
-        "--root".into(),
-        root.display().to_string(),
-    ]);
-    v
-}
-
-fn push(state: &Path, root: &Path) -> (Option<i32>, Value) {
-    let r = keel(&agent_cmd(state, root, &["push", "--json"]));
-    (r.code, r.json())
-}
+use crate::support::{agent_cmd, keel, push, root_named, ServerProc};
 
 #[test]
 fn agents_upload_over_https_and_the_server_keeps_history_and_diffs() {
@@ -284,7 +153,7 @@ fn captures_made_while_the_server_is_down_arrive_in_order_afterwards() {
     let data = TempDir::new().unwrap();
     let srv = ServerProc::start(data.path());
     let url = srv.url.clone();
-    let listen = url.trim_start_matches("https://").to_string();
+    let listen = srv.listen();
     let enroll = srv.enroll.clone().unwrap();
     let admin = srv.admin.clone().unwrap();
     let root = root_named("gamma", "cccccccccccccccccccccccccccccccc");

@@ -12,9 +12,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,10 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(
     cmd.args(args)
         .env("NO_COLOR", "1")
         .env_remove("KEEL_RECOVERY_KEY")
-        .env_remove("KEEL_STATE_DIR");
+        .env_remove("KEEL_STATE_DIR")
+        .env_remove("KEEL_SERVER")
+        .env_remove("KEEL_TOKEN")
+        .env_remove("KEEL_CA");
     let what = format!(
         "{} {}",
         program.as_ref().to_string_lossy(),
@@ -283,6 +287,154 @@ pub fn tiny_root() -> TempDir {
         "Package: tiny\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0\n\n",
     );
     dir
+}
+
+// ------------------------------------------------------------------ a server and its agents
+
+/// A `keel server` process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ServerProc {
+    child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The admin token, printed on the first start only.
+    pub admin: Option<String>,
+    /// The enrollment token, printed on the first start only.
+    pub enroll: Option<String>,
+    /// The data directory.
+    pub data: PathBuf,
+}
+
+impl ServerProc {
+    /// Starts a server on a free loopback port.
+    pub fn start(data: &Path) -> ServerProc {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts a server on `listen`, and waits until it reports its address (and its tokens,
+    /// on a first start).
+    pub fn start_on(data: &Path, listen: &str) -> ServerProc {
+        let mut child = Command::new(KEEL)
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keel server");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut url = None;
+        let mut admin = None;
+        let mut enroll = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The banner ends with the enroll hint on a first start, or with the CA line otherwise.
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+                if url.is_some() && admin.is_none() && child.try_wait().ok().flatten().is_none() {
+                    break;
+                }
+                continue;
+            };
+            if let Some(rest) = line.strip_prefix("keel server listening on ") {
+                url = Some(rest.split_whitespace().next().unwrap_or("").to_string());
+            } else if let Some(t) = line.trim().strip_prefix("admin token:") {
+                admin = Some(t.trim().to_string());
+            } else if let Some(t) = line.trim().strip_prefix("enrollment token:") {
+                enroll = Some(t.trim().to_string());
+            } else if line.trim().starts_with("keel agent enroll") {
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("keel server did not report its address"));
+        ServerProc {
+            child,
+            url,
+            admin,
+            enroll,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// The address it listens on (`127.0.0.1:PORT`), for restarting on the same one.
+    pub fn listen(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
+    /// The server's CA certificate, `ca.pem` in its data directory.
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("ca.pem")
+    }
+
+    /// `curl` against the API, trusting only the server's CA. Returns (status, body).
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(self.ca());
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            status.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        // Only the process this value started, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny root whose /etc/hostname and /etc/machine-id name it.
+pub fn root_named(name: &str, machine_id: &str) -> TempDir {
+    let r = tiny_root();
+    fs::write(r.path().join("etc/hostname"), format!("{name}\n")).unwrap();
+    fs::write(r.path().join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
+    r
+}
+
+/// `keel agent ARGS --state-dir STATE --root ROOT`, as arguments.
+pub fn agent_cmd(state: &Path, root: &Path, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec!["agent".into()];
+    v.extend(args.iter().map(ToString::to_string));
+    v.extend([
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--root".into(),
+        root.display().to_string(),
+    ]);
+    v
+}
+
+/// `keel agent push --json`: its exit code and report.
+pub fn push(state: &Path, root: &Path) -> (Option<i32>, Value) {
+    let r = keel(&agent_cmd(state, root, &["push", "--json"]));
+    (r.code, r.json())
 }
 
 // ------------------------------------------------------------------ privileges and tools

@@ -1,0 +1,130 @@
+//! `keel hosts`: the hosts a server knows, through its API.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::client::{Client, Format, ServerArgs};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerArgs,
+    /// Hosts asked for per request (paging).
+    #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    page_size: u32,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server)?;
+    let hosts = all_hosts(&client, args.page_size as usize)?;
+    let text = match args.format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(&hosts)?;
+            s.push('\n');
+            s
+        }
+        Format::Text => render(&hosts),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("cannot write to standard output")?;
+    out.flush().context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every host, by name: pages of `page` hosts, each after the last name of the one before.
+fn all_hosts(client: &Client, page: usize) -> anyhow::Result<Vec<Value>> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", page.to_string())];
+        if let Some(a) = &after {
+            query.push(("after", a.clone()));
+        }
+        let hosts = client.get_array("/api/v1/hosts", &query)?;
+        let got = hosts.len();
+        let last = hosts
+            .last()
+            .and_then(|h| h["name"].as_str())
+            .map(String::from);
+        out.extend(hosts);
+        if got < page {
+            break;
+        }
+        match last {
+            // Names only go up; a page that does not is a server bug, not a reason to loop.
+            Some(name) if after.as_deref().is_none_or(|a| name.as_str() > a) => {
+                after = Some(name);
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+fn render(hosts: &[Value]) -> String {
+    if hosts.is_empty() {
+        return "no hosts enrolled\n".into();
+    }
+    let rows: Vec<[String; 4]> = hosts
+        .iter()
+        .map(|h| {
+            let flags: Vec<&str> = [("paused", "paused"), ("retired", "retired")]
+                .iter()
+                .filter(|(k, _)| h[*k].as_bool() == Some(true))
+                .map(|(_, v)| *v)
+                .collect();
+            [
+                h["name"].as_str().unwrap_or("?").to_string(),
+                h["last_seen_at"]
+                    .as_i64()
+                    .map_or_else(|| "never".into(), output::rfc3339),
+                h["last_profile_id"]
+                    .as_i64()
+                    .map_or_else(|| "-".into(), |id| id.to_string()),
+                if flags.is_empty() {
+                    "-".into()
+                } else {
+                    flags.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(&["HOST", "LAST SEEN", "LAST PROFILE", "FLAGS"], &rows)
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut o = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        o.push_str(l.trim_end());
+        o.push('\n');
+    };
+    line(header);
+    for r in rows {
+        line(&r.each_ref().map(String::as_str));
+    }
+    o
+}
