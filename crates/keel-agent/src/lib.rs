@@ -326,16 +326,28 @@ impl Agent {
         let url = format!("{}/api/v1/upload", config.server);
         let mut report = Delivery::default();
         let files = self.spooled()?;
+        // The base of the patches: the last acknowledged profile, read once and then kept up
+        // to date in memory as captures are acknowledged.
+        let mut base = read_profile(&self.path("acked.keel")).ok();
         for (i, path) in files.iter().enumerate() {
-            let file = read_profile(path)?;
-            match self.deliver_one(&client, &url, &config, &key, &file, &mut report) {
+            let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
+            let file = ProfileFile::decode(&bytes).map_err(|e| AgentError::Profile {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            match Self::deliver_one(
+                &client,
+                &url,
+                &config,
+                &key,
+                base.as_ref(),
+                &file,
+                &mut report,
+            ) {
                 Ok(Outcome::Acked) => {
-                    write_atomic(
-                        &self.path("acked.keel"),
-                        &std::fs::read(path).map_err(|e| file_err(path, e))?,
-                        0o600,
-                    )?;
+                    write_atomic(&self.path("acked.keel"), &bytes, 0o600)?;
                     std::fs::remove_file(path).map_err(|e| file_err(path, e))?;
+                    base = Some(file);
                     report.delivered += 1;
                 }
                 Ok(Outcome::Rejected(reason)) => {
@@ -356,22 +368,22 @@ impl Agent {
         Ok(report)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn deliver_one(
-        &self,
         client: &ureq::Agent,
         url: &str,
         config: &AgentConfig,
         key: &AgentKey,
+        base: Option<&ProfileFile>,
         file: &ProfileFile,
         report: &mut Delivery,
     ) -> Result<Outcome, String> {
         let hash = file.hash().map_err(|e| e.to_string())?;
-        let base = read_profile(&self.path("acked.keel")).ok();
         let mut upload = Upload {
             agent_id: config.agent_id.clone(),
             profile_hash: hash,
             signature: Blob(key.sign(&hash)),
-            body: match &base {
+            body: match base {
                 Some(b) => UploadBody::Patch(Box::new(
                     make_patch(&b.profile, &file.profile).map_err(|e| e.to_string())?,
                 )),

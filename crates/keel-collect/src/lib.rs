@@ -101,6 +101,7 @@ pub(crate) struct Ctx {
     pub timeout: Duration,
     pub max_content: u64,
     dpkg: OnceLock<Result<Arc<dpkg::Db>, String>>,
+    units: OnceLock<Result<Arc<services::UnitScan>, String>>,
 }
 
 impl Ctx {
@@ -109,6 +110,18 @@ impl Ctx {
         self.dpkg
             .get_or_init(|| {
                 dpkg::Db::load(&self.root)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(CollectError::Setup)
+    }
+
+    /// The systemd unit files, scanned once for the services and schedules collectors.
+    pub fn units(&self) -> Result<Arc<services::UnitScan>, CollectError> {
+        self.units
+            .get_or_init(|| {
+                services::scan(&self.root)
                     .map(Arc::new)
                     .map_err(|e| e.to_string())
             })
@@ -302,6 +315,7 @@ pub fn capture(opts: &Options) -> Result<ProfileFile, CollectError> {
         timeout: opts.timeout,
         max_content: opts.max_content,
         dpkg: OnceLock::new(),
+        units: OnceLock::new(),
     });
 
     let (tx, rx) = mpsc::channel();

@@ -2,6 +2,7 @@
 //! accident when it is given a mounted image.
 
 use std::io;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,8 +108,38 @@ pub fn normalize(p: &Path) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Runs a command with a deadline; kills it when the deadline passes.
-pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, CollectError> {
+/// What a finished command said.
+#[derive(Debug)]
+pub(crate) struct Output {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The first line of stderr, or the exit code: for a warning.
+    pub fn why(&self) -> String {
+        match self.stderr.lines().find(|l| !l.trim().is_empty()) {
+            Some(l) => l.trim().to_string(),
+            None => match self.code {
+                Some(c) => format!("exit status {c}"),
+                None => "killed by a signal".into(),
+            },
+        }
+    }
+}
+
+/// Runs `program` with a deadline, killing it when the deadline passes.
+pub(crate) fn exec(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Output, CollectError> {
     let cmdline = || format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
@@ -116,24 +147,27 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
+        // lvm complains on stderr about every inherited descriptor otherwise.
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
         .spawn()
         .map_err(|e| CollectError::Command {
             command: cmdline(),
             detail: e.to_string(),
         })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = io::Read::read_to_end(&mut stdout, &mut buf);
+        let _ = stdout.read_to_end(&mut buf);
         buf
     });
     let err_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = io::Read::read_to_end(&mut stderr, &mut buf);
+        let _ = stderr.read_to_end(&mut buf);
         buf
     });
     let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_micros(200);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -145,7 +179,10 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
                     after: timeout,
                 });
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
             Err(e) => {
                 return Err(CollectError::Command {
                     command: cmdline(),
@@ -154,15 +191,29 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, Co
             }
         }
     };
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    if !status.success() {
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(Output {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// Runs a command with a deadline and returns its standard output; a non-zero exit is an
+/// error carrying the exit status and stderr.
+pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String, CollectError> {
+    let out = exec(program, args, timeout)?;
+    if !out.success() {
         return Err(CollectError::Command {
-            command: cmdline(),
-            detail: format!("{status}: {}", String::from_utf8_lossy(&err).trim()),
+            command: format!("{program} {}", args.join(" ")),
+            detail: match out.code {
+                Some(c) => format!("exit status {c}: {}", out.stderr.trim()),
+                None => format!("killed by a signal: {}", out.stderr.trim()),
+            },
         });
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(out.stdout)
 }
 
 /// True when `program` is on the `PATH`.

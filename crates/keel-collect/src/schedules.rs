@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use keel_profile::{CronJob, Timer};
 
-use crate::{services, CollectError, Ctx, Piece};
+use crate::{CollectError, Ctx, Piece};
 
 pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let root = &ctx.root;
@@ -38,7 +38,7 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     }
     unique_ids(&mut jobs);
 
-    let scan = services::scan(root)?;
+    let scan = ctx.units()?;
     let mut timers = Vec::new();
     for (name, path) in &scan.fragments {
         if !name.ends_with(".timer") || scan.masked.contains(name) {

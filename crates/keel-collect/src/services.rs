@@ -125,16 +125,17 @@ pub(crate) fn scan(root: &Root) -> Result<UnitScan, CollectError> {
 
 pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
     let root = &ctx.root;
+    let units = ctx.units()?;
     let UnitScan {
         fragments,
         masked,
         aliases,
         enabled,
-    } = scan(root)?;
+    } = &*units;
     let aliased_targets: BTreeSet<String> = aliases.values().cloned().collect();
 
     let mut units = Vec::new();
-    for (name, path) in &fragments {
+    for (name, path) in fragments {
         let state;
         let mut info = UnitFile::default();
         if masked.contains(name) {

@@ -290,13 +290,7 @@ async fn host(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    let h = s.store.host(&name)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no host {name}"),
-        )
-    })?;
+    let h = find_host(&s, &name)?;
     Ok(Json(h).into_response())
 }
 
@@ -307,13 +301,7 @@ async fn profiles(
     Query(p): Query<Page>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    let h = s.store.host(&name)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no host {name}"),
-        )
-    })?;
+    let h = find_host(&s, &name)?;
     Ok(Json(
         s.store
             .profiles(h.id, p.before, p.limit.unwrap_or(50).min(1000))?,
@@ -415,18 +403,7 @@ async fn alerts(
         }
     }
     let host_id = match &q.host {
-        Some(name) => Some(
-            s.store
-                .host(name)?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no host {name}"),
-                    )
-                })?
-                .id,
-        ),
+        Some(name) => Some(find_host(&s, name)?.id),
         None => None,
     };
     let list = s.store.alerts(
@@ -472,8 +449,7 @@ async fn resolve_alert(
 
 async fn list_rules(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    let stored = crate::stored_rules(&*s.store)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    let stored = crate::stored_rules(&*s.store)?;
     let mut out: Vec<serde_json::Value> = keel_rules::builtin_rules()
         .into_iter()
         .filter(|b| !stored.iter().any(|r| r.name == b.name))
@@ -531,9 +507,7 @@ async fn put_rule(
     // Checked against a real stored profile: the crate has no type checker, so a misspelt
     // field only shows when the rule runs.
     let sample_host = match &q.host {
-        Some(h) => Some(s.store.host(h)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no host {h}"))
-        })?),
+        Some(h) => Some(find_host(&s, h)?),
         None => s
             .store
             .hosts(None, 1000)?
@@ -591,9 +565,19 @@ async fn delete_rule(
 }
 
 fn reload_rules(s: &AppState) -> ApiResult<()> {
-    let stored = crate::stored_rules(&*s.store)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+    let stored = crate::stored_rules(&*s.store)?;
     let (rules, _broken) = crate::ingest::Rules::compile(stored);
     s.ingestor.set_rules(rules);
     Ok(())
+}
+
+/// A host by name, or 404.
+fn find_host(s: &AppState, name: &str) -> ApiResult<keel_store::HostRecord> {
+    s.store.host(name)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no host {name}"),
+        )
+    })
 }

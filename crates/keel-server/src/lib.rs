@@ -231,7 +231,7 @@ impl Server {
 }
 
 /// The rules saved in the store.
-pub(crate) fn stored_rules(store: &dyn Store) -> Result<Vec<keel_rules::Rule>, ServerError> {
+pub(crate) fn stored_rules(store: &dyn Store) -> keel_store::Result<Vec<keel_rules::Rule>> {
     let mut out = Vec::new();
     for (name, body) in store.rules()? {
         let rule: keel_rules::Rule = serde_json::from_str(&body)

@@ -127,15 +127,12 @@ fn agents_upload_over_https_and_the_server_keeps_history_and_diffs() {
     );
     let (_, after) = srv.get("/api/v1/hosts/beta/profiles", Some(&admin));
     assert_eq!(before, after);
-    let (_, metrics) = (
-        0,
-        std::process::Command::new("curl")
-            .args(["-sS", "--cacert"])
-            .arg(data.path().join("ca.pem"))
-            .arg(format!("{}/metrics", srv.url))
-            .output()
-            .unwrap(),
-    );
+    let metrics = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(data.path().join("ca.pem"))
+        .arg(format!("{}/metrics", srv.url))
+        .output()
+        .unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
     assert!(
         metrics.contains("keel_uploads_refused_total{reason=\"wrong_host\"} 1"),
