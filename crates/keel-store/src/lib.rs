@@ -17,8 +17,10 @@
 mod sqlite;
 
 use keel_profile::{Change, Hash};
+use keel_schedule::{HostState, Schedule, Status};
 use serde::{Deserialize, Serialize};
 
+pub use keel_schedule;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -102,8 +104,40 @@ pub struct HostRecord {
     pub paused: bool,
     /// Decommissioned.
     pub retired: bool,
-    /// The expected schedule (JSON).
-    pub schedule: serde_json::Value,
+    /// When the host's profiles are expected.
+    pub schedule: Schedule,
+    /// Silence counts from the newest profile or from this time (enrollment, or the end of a
+    /// pause), whichever is later; ms since the epoch.
+    pub watch_from: i64,
+    /// When the host counts as missing if no profile comes, ms since the epoch.
+    pub missing_at: Option<i64>,
+}
+
+impl HostRecord {
+    /// The host's state at `now` (ms since the epoch).
+    pub fn status(&self, now: i64) -> Status {
+        self.schedule
+            .status(
+                self.watch_from,
+                self.last_seen_at,
+                self.paused,
+                self.retired,
+                now,
+            )
+            .unwrap_or(Status {
+                // A stored schedule is validated when saved; should one no longer parse, the
+                // host is shown as missing rather than silently fine.
+                state: if self.retired {
+                    HostState::Retired
+                } else if self.paused {
+                    HostState::Paused
+                } else {
+                    HostState::Missing
+                },
+                due_at: 0,
+                missing_at: 0,
+            })
+    }
 }
 
 /// An enrolled agent.
@@ -132,6 +166,8 @@ pub struct NewAgent {
     pub public_key: Vec<u8>,
     /// Now, ms since the epoch.
     pub now: i64,
+    /// The schedule the host's agent captures on; kept as it is when `None`.
+    pub schedule: Option<Schedule>,
 }
 
 /// A profile ready to be stored.
@@ -224,6 +260,45 @@ pub struct ProfileSummary {
     pub changes: i64,
 }
 
+/// The rule name of the alert the missing-profile watch raises.
+pub const MISSING_RULE: &str = "ProfileMissing";
+
+/// A change of an alert's status that receivers are to be told about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Position in the notification log.
+    pub id: i64,
+    /// `firing` or `resolved`: what this notification announces.
+    pub status: String,
+    /// When the change happened, ms.
+    pub at: i64,
+    /// The alert as it is now.
+    pub alert: AlertRecord,
+}
+
+/// One attempt to deliver notifications to a receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// Store id (0 before it is stored).
+    pub id: i64,
+    /// The receiver's name.
+    pub receiver: String,
+    /// The alert group (Alertmanager's group key).
+    pub group_key: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Fingerprints of the alerts carried.
+    pub fingerprints: Vec<String>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When the attempt ended, ms.
+    pub at: i64,
+    /// Whether the receiver accepted it.
+    pub ok: bool,
+    /// The answer: status code, or the error and whether it was retried.
+    pub outcome: serde_json::Value,
+}
+
 /// One store backend. Every method is blocking; servers call them from worker threads.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a token by its hash.
@@ -291,4 +366,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn ack_alert(&self, id: i64, by: &str, now: i64) -> Result<bool>;
     /// Resolves a firing alert; false when there is no such firing alert.
     fn resolve_alert(&self, id: i64, now: i64) -> Result<bool>;
+    /// Raises an alert for a host unless one with the same fingerprint is firing; true when
+    /// it was raised.
+    fn raise_alert(&self, host_id: i64, alert: &NewAlert) -> Result<bool>;
+
+    /// Sets a host's schedule (checked by the caller) and recomputes its deadline.
+    fn set_schedule(&self, host_id: i64, schedule: &Schedule) -> Result<HostRecord>;
+    /// Pauses or resumes, retires or reinstates a host. Pausing or retiring resolves its
+    /// missing-profile alert; resuming starts the silence count afresh at `now`.
+    fn set_host_flags(
+        &self,
+        host_id: i64,
+        paused: Option<bool>,
+        retired: Option<bool>,
+        now: i64,
+    ) -> Result<HostRecord>;
+    /// Watched hosts whose deadline passed before `now` and that have no firing
+    /// missing-profile alert yet.
+    fn overdue_hosts(&self, now: i64, limit: u32) -> Result<Vec<HostRecord>>;
+    /// How many hosts are in each state at `now`.
+    fn host_states(&self, now: i64) -> Result<std::collections::BTreeMap<HostState, i64>>;
+
+    /// Notifications after position `after`, oldest first.
+    fn notifications_after(&self, after: i64, limit: u32) -> Result<Vec<Notification>>;
+    /// The position of the newest notification (0 when there is none).
+    fn last_notification_id(&self) -> Result<i64>;
+    /// How far a receiver has been told.
+    fn receiver_cursor(&self, receiver: &str) -> Result<Option<i64>>;
+    /// Records how far a receiver has been told.
+    fn set_receiver_cursor(&self, receiver: &str, last_id: i64) -> Result<()>;
+    /// Records a delivery attempt.
+    fn record_delivery(&self, record: &DeliveryRecord) -> Result<()>;
+    /// Delivery attempts, newest first, older than `before`.
+    fn deliveries(&self, before: Option<i64>, limit: u32) -> Result<Vec<DeliveryRecord>>;
 }

@@ -6,15 +6,18 @@ use std::sync::Mutex;
 use keel_profile::{Change, Hash};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use keel_schedule::{HostState, Schedule};
+
 use crate::{
-    AgentRecord, AlertRecord, HostRecord, Ingest, NewAgent, NewAlert, ProfileSummary, Result,
-    Store, StoreError, TokenKind,
+    AgentRecord, AlertRecord, DeliveryRecord, HostRecord, Ingest, NewAgent, NewAlert, Notification,
+    ProfileSummary, Result, Store, StoreError, TokenKind, MISSING_RULE,
 };
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_rules_alerts.sql"),
+    include_str!("../migrations/0003_watch_notify.sql"),
 ];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
@@ -36,6 +39,7 @@ impl SqliteStore {
         let writer = Connection::open(path).map_err(|e| err(e.to_string()))?;
         configure(&writer).map_err(|e| err(e.to_string()))?;
         migrate(&writer).map_err(|e| err(e.to_string()))?;
+        fill_deadlines(&writer).map_err(|e| err(e.to_string()))?;
         let reader = Connection::open(path).map_err(|e| err(e.to_string()))?;
         configure(&reader).map_err(|e| err(e.to_string()))?;
         Ok(SqliteStore {
@@ -49,6 +53,7 @@ impl SqliteStore {
         let c = Connection::open_in_memory()?;
         configure(&c)?;
         migrate(&c)?;
+        fill_deadlines(&c)?;
         Ok(SqliteStore {
             writer: Mutex::new(c),
             reader: None,
@@ -92,6 +97,38 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Computes the deadlines of hosts that have none (rows from before schema version 3).
+fn fill_deadlines(c: &Connection) -> Result<()> {
+    let ids: Vec<i64> = c
+        .prepare("SELECT id FROM hosts WHERE missing_at IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        update_deadline(c, id)?;
+    }
+    Ok(())
+}
+
+/// Recomputes when a host counts as missing, from its schedule and its newest profile.
+fn update_deadline(c: &Connection, host_id: i64) -> Result<()> {
+    let (schedule, watch_from, last_seen): (String, i64, Option<i64>) = c
+        .prepare_cached("SELECT schedule, watch_from, last_seen_at FROM hosts WHERE id = ?1")?
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let schedule: Schedule = serde_json::from_str(&schedule)
+        .map_err(|e| StoreError::Corrupt(format!("schedule of host {host_id}: {e}")))?;
+    let missing_at = schedule
+        .status(watch_from, last_seen, false, false, 0)
+        .map_err(|e| StoreError::Corrupt(format!("schedule of host {host_id}: {e}")))?
+        .missing_at;
+    c.prepare_cached("UPDATE hosts SET missing_at = ?1 WHERE id = ?2")?
+        .execute(params![missing_at, host_id])?;
+    Ok(())
+}
+
+fn schedule_json(s: &Schedule) -> Result<String> {
+    serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// Opens the alerts that are new and resolves state alerts that no longer fire.
 fn write_alerts(tx: &rusqlite::Transaction<'_>, ing: &Ingest, profile_id: i64) -> Result<()> {
     let json = |v: &std::collections::BTreeMap<String, String>| {
@@ -121,6 +158,12 @@ fn write_alerts(tx: &rusqlite::Transaction<'_>, ing: &Ingest, profile_id: i64) -
             }
         }
     }
+    // A profile that arrives ends the host's silence.
+    tx.prepare_cached(&format!(
+        "UPDATE alerts SET status = 'resolved', ends_at = ?1
+         WHERE host_id = ?2 AND rule = '{MISSING_RULE}' AND status = 'firing'"
+    ))?
+    .execute(params![ing.received_at, ing.host_id])?;
     if !ing.state_rules.is_empty() {
         let firing: std::collections::BTreeSet<&str> =
             ing.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
@@ -165,6 +208,16 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AlertRecord, String, St
     ))
 }
 
+fn finish_alert(
+    (mut a, labels, annotations): (AlertRecord, String, String),
+) -> Result<AlertRecord> {
+    a.alert.labels = serde_json::from_str(&labels)
+        .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
+    a.alert.annotations = serde_json::from_str(&annotations)
+        .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
+    Ok(a)
+}
+
 const ALERT_COLS: &str = "id, host_id, profile_id, status, ends_at, acked_by, acked_at, fingerprint, rule, severity, labels, annotations, starts_at";
 
 fn hash_from(v: Vec<u8>) -> Result<Hash> {
@@ -186,7 +239,9 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(HostRecord, String, Stri
             last_seen_at: r.get(6)?,
             paused: r.get(7)?,
             retired: r.get(8)?,
-            schedule: serde_json::Value::Null,
+            schedule: Schedule::default(),
+            watch_from: r.get(10)?,
+            missing_at: r.get(11)?,
         },
         r.get(3)?,
         r.get(9)?,
@@ -201,7 +256,7 @@ fn finish_host((mut h, labels, schedule): (HostRecord, String, String)) -> Resul
     Ok(h)
 }
 
-const HOST_COLS: &str = "id, name, machine_id, labels, created_at, last_profile_id, last_seen_at, paused, retired, schedule";
+const HOST_COLS: &str = "id, name, machine_id, labels, created_at, last_profile_id, last_seen_at, paused, retired, schedule, watch_from, missing_at";
 const PROFILE_COLS: &str =
     "id, host_id, hash, previous, captured_at, received_at, agent_version, size, changes";
 
@@ -284,20 +339,25 @@ impl Store for SqliteStore {
                 }
                 Some((id, _, retired)) => {
                     if retired {
-                        tx.execute("UPDATE hosts SET retired = 0 WHERE id = ?1", [id])?;
+                        tx.execute("UPDATE hosts SET retired = 0, watch_from = ?1 WHERE id = ?2", params![a.now, id])?;
+                    }
+                    if let Some(schedule) = &a.schedule {
+                        tx.execute("UPDATE hosts SET schedule = ?1 WHERE id = ?2", params![schedule_json(schedule)?, id])?;
                     }
                     // One agent per host: a re-enrolled machine replaces its old key.
                     tx.execute("UPDATE agents SET revoked = 1 WHERE host_id = ?1", [id])?;
                     id
                 }
                 None => {
+                    let schedule = schedule_json(a.schedule.as_ref().unwrap_or(&Schedule::default()))?;
                     tx.execute(
-                        "INSERT INTO hosts (name, machine_id, created_at) VALUES (?1, ?2, ?3)",
-                        params![a.host, a.machine_id, a.now],
+                        "INSERT INTO hosts (name, machine_id, created_at, watch_from, schedule) VALUES (?1, ?2, ?3, ?3, ?4)",
+                        params![a.host, a.machine_id, a.now, schedule],
                     )?;
                     tx.last_insert_rowid()
                 }
             };
+            update_deadline(&tx, host_id)?;
             tx.execute(
                 "INSERT INTO agents (id, host_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![a.id, host_id, a.public_key, a.now],
@@ -439,6 +499,7 @@ impl Store for SqliteStore {
                 write_alerts(&tx, ing, id)?;
                 tx.prepare_cached("UPDATE hosts SET last_profile_id = ?1, last_seen_at = ?2 WHERE id = ?3")?
                     .execute(params![id, ing.received_at, ing.host_id])?;
+                update_deadline(&tx, ing.host_id)?;
                 ids.push(id);
             }
             tx.commit()?;
@@ -546,15 +607,7 @@ impl Store for SqliteStore {
                 params![status, host_id, before.unwrap_or(i64::MAX), limit],
                 alert_row,
             )?;
-            rows.map(|r| {
-                let (mut a, labels, annotations) = r?;
-                a.alert.labels = serde_json::from_str(&labels)
-                    .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
-                a.alert.annotations = serde_json::from_str(&annotations)
-                    .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", a.id)))?;
-                Ok(a)
-            })
-            .collect()
+            rows.map(|r| finish_alert(r?)).collect()
         })
     }
 
@@ -582,5 +635,272 @@ impl Store for SqliteStore {
 
     fn profile_count(&self) -> Result<i64> {
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM profiles", [], |r| r.get(0))?))
+    }
+    fn raise_alert(&self, host_id: i64, alert: &NewAlert) -> Result<bool> {
+        let json = |v: &std::collections::BTreeMap<String, String>| {
+            serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let (labels, annotations) = (json(&alert.labels)?, json(&alert.annotations)?);
+        self.write(|c| {
+            Ok(c.execute(
+                "INSERT INTO alerts (fingerprint, host_id, rule, severity, status, labels, annotations, starts_at)
+                 SELECT ?1, ?2, ?3, ?4, 'firing', ?5, ?6, ?7
+                 WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 AND status = 'firing')",
+                params![
+                    alert.fingerprint,
+                    host_id,
+                    alert.rule,
+                    alert.severity,
+                    labels,
+                    annotations,
+                    alert.starts_at
+                ],
+            )? > 0)
+        })
+    }
+
+    fn set_schedule(&self, host_id: i64, schedule: &Schedule) -> Result<HostRecord> {
+        let json = schedule_json(schedule)?;
+        self.write(|c| {
+            let tx = c.transaction()?;
+            if tx.execute(
+                "UPDATE hosts SET schedule = ?1 WHERE id = ?2",
+                params![json, host_id],
+            )? == 0
+            {
+                return Err(StoreError::NotFound(format!("host {host_id}")));
+            }
+            update_deadline(&tx, host_id)?;
+            let h = tx.query_row(
+                &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
+                [host_id],
+                host_row,
+            )?;
+            tx.commit()?;
+            finish_host(h)
+        })
+    }
+
+    fn set_host_flags(
+        &self,
+        host_id: i64,
+        paused: Option<bool>,
+        retired: Option<bool>,
+        now: i64,
+    ) -> Result<HostRecord> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let (was_paused, was_retired): (bool, bool) = tx
+                .query_row(
+                    "SELECT paused, retired FROM hosts WHERE id = ?1",
+                    [host_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
+            let paused = paused.unwrap_or(was_paused);
+            let retired = retired.unwrap_or(was_retired);
+            tx.execute(
+                "UPDATE hosts SET paused = ?1, retired = ?2 WHERE id = ?3",
+                params![paused, retired, host_id],
+            )?;
+            if paused || retired {
+                // Nobody is waiting for this host's profiles now.
+                tx.execute(
+                    &format!(
+                        "UPDATE alerts SET status = 'resolved', ends_at = ?1
+                         WHERE host_id = ?2 AND rule = '{MISSING_RULE}' AND status = 'firing'"
+                    ),
+                    params![now, host_id],
+                )?;
+            } else if was_paused || was_retired {
+                // Watching again: silence counts from now.
+                tx.execute(
+                    "UPDATE hosts SET watch_from = ?1 WHERE id = ?2",
+                    params![now, host_id],
+                )?;
+                update_deadline(&tx, host_id)?;
+            }
+            let h = tx.query_row(
+                &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
+                [host_id],
+                host_row,
+            )?;
+            tx.commit()?;
+            finish_host(h)
+        })
+    }
+
+    fn overdue_hosts(&self, now: i64, limit: u32) -> Result<Vec<HostRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {HOST_COLS} FROM hosts h
+                 WHERE paused = 0 AND retired = 0 AND missing_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM alerts a
+                                   WHERE a.host_id = h.id AND a.rule = '{MISSING_RULE}' AND a.status = 'firing')
+                 ORDER BY missing_at LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now, limit], host_row)?;
+            rows.map(|r| finish_host(r?)).collect()
+        })
+    }
+
+    fn host_states(&self, now: i64) -> Result<std::collections::BTreeMap<HostState, i64>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT CASE
+                    WHEN retired THEN 'retired'
+                    WHEN paused THEN 'paused'
+                    WHEN missing_at < ?1 THEN 'missing'
+                    WHEN last_seen_at IS NULL THEN 'new'
+                    ELSE 'other' END AS state, count(*)
+                 FROM hosts GROUP BY state",
+            )?;
+            let rows: Vec<(String, i64)> = st
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out: std::collections::BTreeMap<HostState, i64> =
+                HostState::ALL.iter().map(|s| (*s, 0)).collect();
+            for (state, n) in rows {
+                let state = match state.as_str() {
+                    "retired" => HostState::Retired,
+                    "paused" => HostState::Paused,
+                    "missing" => HostState::Missing,
+                    "new" => HostState::New,
+                    _ => {
+                        // Up or late: that needs each host's schedule.
+                        let mut st = c.prepare_cached(&format!(
+                            "SELECT {HOST_COLS} FROM hosts
+                             WHERE NOT retired AND NOT paused AND missing_at >= ?1 AND last_seen_at IS NOT NULL"
+                        ))?;
+                        let hosts = st.query_map([now], host_row)?;
+                        for h in hosts {
+                            *out.entry(finish_host(h?)?.status(now).state).or_default() += 1;
+                        }
+                        continue;
+                    }
+                };
+                *out.entry(state).or_default() += n;
+            }
+            Ok(out)
+        })
+    }
+
+    fn notifications_after(&self, after: i64, limit: u32) -> Result<Vec<Notification>> {
+        self.read(|c| {
+            let cols = ALERT_COLS
+                .split(", ")
+                .map(|col| format!("a.{col}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {cols}, n.id, n.status, n.created_at FROM notifications n
+                 JOIN alerts a ON a.id = n.alert_id
+                 WHERE n.id > ?1 ORDER BY n.id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok((alert_row(r)?, r.get(13)?, r.get(14)?, r.get(15)?))
+            })?;
+            rows.map(|r| {
+                let (alert, id, status, at) = r?;
+                Ok(Notification {
+                    id,
+                    status,
+                    at,
+                    alert: finish_alert(alert)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn last_notification_id(&self) -> Result<i64> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT coalesce(max(id), 0) FROM notifications", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+
+    fn receiver_cursor(&self, receiver: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT last_id FROM receiver_cursors WHERE receiver = ?1",
+                [receiver],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
+    fn set_receiver_cursor(&self, receiver: &str, last_id: i64) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO receiver_cursors (receiver, last_id) VALUES (?1, ?2)
+                 ON CONFLICT (receiver) DO UPDATE SET last_id = excluded.last_id",
+                params![receiver, last_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_delivery(&self, d: &DeliveryRecord) -> Result<()> {
+        let fingerprints = serde_json::to_string(&d.fingerprints)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let outcome = d.outcome.to_string();
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT INTO deliveries (receiver, group_key, status, fingerprints, attempt, at, ok, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                d.receiver,
+                d.group_key,
+                d.status,
+                fingerprints,
+                d.attempt,
+                d.at,
+                d.ok,
+                outcome
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn deliveries(&self, before: Option<i64>, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, receiver, group_key, status, fingerprints, attempt, at, ok, outcome
+                 FROM deliveries WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+                Ok((
+                    DeliveryRecord {
+                        id: r.get(0)?,
+                        receiver: r.get(1)?,
+                        group_key: r.get(2)?,
+                        status: r.get(3)?,
+                        fingerprints: Vec::new(),
+                        attempt: r.get(5)?,
+                        at: r.get(6)?,
+                        ok: r.get(7)?,
+                        outcome: serde_json::Value::Null,
+                    },
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (mut d, fingerprints, outcome) = r?;
+                d.fingerprints = serde_json::from_str(&fingerprints)
+                    .map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", d.id)))?;
+                d.outcome = serde_json::from_str(&outcome)
+                    .map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", d.id)))?;
+                Ok(d)
+            })
+            .collect()
+        })
     }
 }

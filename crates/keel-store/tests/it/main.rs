@@ -1,7 +1,11 @@
 //! The store contract: one story every backend must pass. SQLite always runs it.
 
 use keel_profile::{Change, ChangeKind, Hash, Volatility};
-use keel_store::{Ingest, NewAgent, SqliteStore, Store, StoreError, TokenKind};
+use keel_store::keel_schedule::{HostState, Schedule};
+use keel_store::{
+    DeliveryRecord, Ingest, NewAgent, NewAlert, SqliteStore, Store, StoreError, TokenKind,
+    MISSING_RULE,
+};
 
 fn agent(id: &str, host: &str, machine_id: &str) -> NewAgent {
     NewAgent {
@@ -10,6 +14,7 @@ fn agent(id: &str, host: &str, machine_id: &str) -> NewAgent {
         machine_id: machine_id.into(),
         public_key: vec![7; 32],
         now: 1000,
+        schedule: None,
     }
 }
 
@@ -179,6 +184,155 @@ fn story(store: &dyn Store) {
     let hosts = store.hosts(None, 10).unwrap();
     assert_eq!(hosts.len(), 1);
     assert!(store.hosts(Some("web1"), 10).unwrap().is_empty());
+}
+
+fn missing_alert(host: &str, at: i64) -> NewAlert {
+    NewAlert {
+        fingerprint: format!("missing-{host}"),
+        rule: MISSING_RULE.into(),
+        severity: "critical".into(),
+        labels: [("alertname", MISSING_RULE), ("host", host)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        annotations: std::collections::BTreeMap::new(),
+        starts_at: at,
+    }
+}
+
+/// The missing-profile watch and the notification log.
+fn watch_story(store: &dyn Store) {
+    let s = 1000;
+    let mut new = agent("w1", "db1", "m-db1");
+    new.schedule = Some(Schedule::interval("10s", "5s").unwrap());
+    let h = store.enroll(&new).unwrap();
+    assert_eq!(h.schedule.expr, "10s");
+    assert_eq!(
+        h.missing_at,
+        Some(1000 + 15 * s),
+        "enrolled at 1000, due 10 s later, 5 s grace"
+    );
+    assert_eq!(h.status(1000 + 5 * s).state, HostState::New);
+    let other = store.enroll(&agent("w2", "db2", "m-db2")).unwrap();
+    assert_eq!(other.schedule, Schedule::default());
+
+    // Nothing overdue until the grace is over; then db1 only.
+    assert!(store.overdue_hosts(1000 + 15 * s, 10).unwrap().is_empty());
+    let overdue = store.overdue_hosts(1000 + 16 * s, 10).unwrap();
+    assert_eq!(
+        overdue.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["db1"]
+    );
+    assert_eq!(overdue[0].status(1000 + 16 * s).state, HostState::Missing);
+    assert!(store
+        .raise_alert(h.id, &missing_alert("db1", 17_000))
+        .unwrap());
+    assert!(
+        !store
+            .raise_alert(h.id, &missing_alert("db1", 18_000))
+            .unwrap(),
+        "already firing"
+    );
+    assert!(
+        store.overdue_hosts(1000 + 16 * s, 10).unwrap().is_empty(),
+        "a host with a firing missing alert is not raised again"
+    );
+    let states = store.host_states(1000 + 16 * s).unwrap();
+    assert_eq!(states[&HostState::Missing], 1);
+    assert_eq!(states[&HostState::New], 1);
+
+    // A profile arrives: the alert resolves and the deadline moves.
+    let mut ing = ingest(h.id, 0, vec![]);
+    ing.received_at = 30 * s;
+    store.ingest(&[ing]).unwrap();
+    let h = store.host("db1").unwrap().unwrap();
+    assert_eq!(h.missing_at, Some(45 * s));
+    assert_eq!(h.status(41 * s).state, HostState::Late);
+    assert_eq!(h.status(39 * s).state, HostState::Up);
+    let alerts = store.alerts(None, Some(h.id), None, 10).unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].status, "resolved");
+    assert_eq!(alerts[0].ends_at, Some(30 * s));
+
+    // Pausing silences the host and resolves its alert; resuming counts from then.
+    store
+        .raise_alert(h.id, &missing_alert("db1", 50 * s))
+        .unwrap();
+    let paused = store
+        .set_host_flags(h.id, Some(true), None, 60 * s)
+        .unwrap();
+    assert_eq!(paused.status(1_000 * s).state, HostState::Paused);
+    assert!(store
+        .overdue_hosts(1_000 * s, 10)
+        .unwrap()
+        .iter()
+        .all(|o| o.id != h.id));
+    assert!(store
+        .alerts(Some("firing"), Some(h.id), None, 10)
+        .unwrap()
+        .is_empty());
+    let resumed = store
+        .set_host_flags(h.id, Some(false), None, 100 * s)
+        .unwrap();
+    assert_eq!(resumed.missing_at, Some(115 * s));
+    assert_eq!(resumed.status(105 * s).state, HostState::Up);
+
+    // A new schedule moves the deadline.
+    let cron = Schedule::cron("0 * * * *", "UTC", "1m").unwrap();
+    let h = store.set_schedule(h.id, &cron).unwrap();
+    assert_eq!(h.schedule, cron);
+    assert_eq!(h.missing_at, Some(3600 * s + 60 * s));
+
+    // Every status change was logged, in order, for the receivers.
+    let log = store.notifications_after(0, 100).unwrap();
+    let seen: Vec<(&str, i64)> = log.iter().map(|n| (n.status.as_str(), n.at)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("firing", 17_000),
+            ("resolved", 30 * s),
+            ("firing", 50 * s),
+            ("resolved", 60 * s)
+        ]
+    );
+    assert_eq!(log[0].alert.alert.labels["host"], "db1");
+    assert_eq!(store.last_notification_id().unwrap(), log[3].id);
+    assert_eq!(store.notifications_after(log[1].id, 100).unwrap().len(), 2);
+    assert_eq!(store.receiver_cursor("ops").unwrap(), None);
+    store.set_receiver_cursor("ops", log[1].id).unwrap();
+    store.set_receiver_cursor("ops", log[3].id).unwrap();
+    assert_eq!(store.receiver_cursor("ops").unwrap(), Some(log[3].id));
+
+    let attempt = DeliveryRecord {
+        id: 0,
+        receiver: "ops".into(),
+        group_key: "{}:{host=\"db1\"}".into(),
+        status: "firing".into(),
+        fingerprints: vec!["missing-db1".into()],
+        attempt: 1,
+        at: 17_500,
+        ok: false,
+        outcome: serde_json::json!({"error": "connection refused", "retryable": true}),
+    };
+    store.record_delivery(&attempt).unwrap();
+    store
+        .record_delivery(&DeliveryRecord {
+            attempt: 2,
+            ok: true,
+            outcome: serde_json::json!({"status": 200}),
+            ..attempt.clone()
+        })
+        .unwrap();
+    let log = store.deliveries(None, 10).unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].attempt, log[0].ok), (2, true), "newest first");
+    assert_eq!(log[1].fingerprints, ["missing-db1"]);
+    assert_eq!(log[1].outcome["error"], "connection refused");
+}
+
+#[test]
+fn sqlite_watch_story() {
+    watch_story(&SqliteStore::open_in_memory().unwrap());
 }
 
 #[test]
