@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keel_profile::{make_patch, AgentKey, Blob, Hash, ProfileFile, Upload, UploadBody};
+use keel_schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -145,12 +146,16 @@ impl Agent {
 
     /// Enrolls with the server: checks the server's CA against the token, creates this
     /// agent's key and registers it for `host`.
+    ///
+    /// `schedule`, when given, becomes the host's schedule on the server: the agent captures
+    /// on it and the server expects profiles on it.
     pub fn enroll(
         &self,
         server: &str,
         token: &str,
         host: &str,
         machine_id: &str,
+        schedule: Option<&Schedule>,
     ) -> Result<AgentConfig, AgentError> {
         let server = server.trim_end_matches('/').to_string();
         let expected = token
@@ -192,11 +197,14 @@ impl Agent {
             AgentKey::from_secret(random32().map_err(|e| file_err(Path::new("/dev/urandom"), e))?);
         let client = http_agent(Some(&ca_pem));
         let url = format!("{server}/api/v1/enroll");
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "host": host,
             "machine_id": machine_id,
             "public_key": Hash(key.public_key()).to_hex(),
         });
+        if let Some(schedule) = schedule {
+            body["schedule"] = serde_json::to_value(schedule).expect("serialisable");
+        }
         let mut resp = client
             .post(&url)
             .header("Authorization", &format!("Bearer {token}"))
@@ -228,6 +236,9 @@ impl Agent {
             ca_fingerprint: found,
         };
         write_atomic(&self.path("ca.pem"), ca_pem.as_bytes(), 0o644)?;
+        if let Ok(schedule) = serde_json::from_value::<Schedule>(v["schedule"].clone()) {
+            self.save_schedule(&schedule)?;
+        }
         write_atomic(&self.path("agent.key"), &key.secret(), 0o600)?;
         // A new enrollment starts a new chain: the old acknowledged base means nothing now.
         let _ = std::fs::remove_file(self.path("acked.keel"));
@@ -239,6 +250,27 @@ impl Agent {
             0o644,
         )?;
         Ok(config)
+    }
+
+    /// The schedule the server last gave this agent (every hour until it said otherwise).
+    pub fn schedule(&self) -> Schedule {
+        std::fs::read(self.path("schedule.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_schedule(&self, schedule: &Schedule) -> Result<(), AgentError> {
+        if self.schedule() == *schedule && self.path("schedule.json").exists() {
+            return Ok(());
+        }
+        write_atomic(
+            &self.path("schedule.json"),
+            serde_json::to_string_pretty(schedule)
+                .expect("serialisable")
+                .as_bytes(),
+            0o644,
+        )
     }
 
     /// The enrollment, if any.
@@ -344,7 +376,10 @@ impl Agent {
                 &file,
                 &mut report,
             ) {
-                Ok(Outcome::Acked) => {
+                Ok(Outcome::Acked(schedule)) => {
+                    if let Some(schedule) = schedule {
+                        self.save_schedule(&schedule)?;
+                    }
                     write_atomic(&self.path("acked.keel"), &bytes, 0o600)?;
                     std::fs::remove_file(path).map_err(|e| file_err(path, e))?;
                     base = Some(file);
@@ -411,7 +446,11 @@ impl Agent {
                 serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
             let code = v["code"].as_str().unwrap_or("");
             match (status, code) {
-                (201, _) | (409, "already_stored") => return Ok(Outcome::Acked),
+                (201, _) | (409, "already_stored") => {
+                    return Ok(Outcome::Acked(
+                        serde_json::from_value(v["schedule"].clone()).ok(),
+                    ))
+                }
                 (409, "missing_blobs") => {
                     for h in v["missing"].as_array().into_iter().flatten() {
                         let h: Hash = h
@@ -451,7 +490,8 @@ impl Agent {
 }
 
 enum Outcome {
-    Acked,
+    /// Stored; the server says which schedule the host is on.
+    Acked(Option<Schedule>),
     Rejected(String),
 }
 

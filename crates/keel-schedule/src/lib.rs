@@ -172,7 +172,7 @@ impl Schedule {
             Compiled::Cron(cron, tz) => {
                 let after = Timestamp::from_millisecond(after_ms).unwrap_or(Timestamp::UNIX_EPOCH);
                 cron.next_after(after, &tz)
-                    .map_or(i64::MAX, |t| t.as_millisecond())
+                    .map_or(i64::MAX, Timestamp::as_millisecond)
             }
         })
     }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keel_profile::{diff, DiffOptions, Hash, Profile};
+use keel_store::keel_schedule::{HostState, Schedule};
 use keel_store::{NewAgent, Store, TokenKind};
 use serde::Deserialize;
 use serde_json::json;
@@ -31,6 +32,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The CA certificate agents pin.
     pub ca_pem: String,
+    /// Rules read from the settings' rule files.
+    pub file_rules: Vec<keel_rules::Rule>,
+    /// Wakes the notification workers.
+    pub signal: Arc<crate::notify::Signal>,
 }
 
 /// The router.
@@ -43,7 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/upload", post(upload))
         .route("/api/v1/hosts", get(hosts))
-        .route("/api/v1/hosts/{name}", get(host))
+        .route("/api/v1/hosts/{name}", get(host).patch(patch_host))
         .route("/api/v1/hosts/{name}/profiles", get(profiles))
         .route("/api/v1/profiles/{id}", get(profile))
         .route("/api/v1/profiles/{id}/changes", get(changes))
@@ -51,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{id}/ack", post(ack_alert))
         .route("/api/v1/alerts/{id}/resolve", post(resolve_alert))
+        .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/rules", get(list_rules))
         .route(
             "/api/v1/rules/{name}",
@@ -144,11 +150,11 @@ fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[TokenKind]) -> Ap
 const READ: &[TokenKind] = &[TokenKind::Admin, TokenKind::Readonly];
 
 async fn metrics(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
-    let hosts = s.store.host_count()?;
+    let hosts = s.store.host_states(crate::now_ms())?;
     let profiles = s.store.profile_count()?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(hosts, profiles),
+        s.metrics.render(&hosts, profiles),
     )
         .into_response())
 }
@@ -176,6 +182,9 @@ struct EnrollRequest {
     machine_id: String,
     /// Hex of the agent's ed25519 public key.
     public_key: String,
+    /// The schedule the agent captures on (kept as it is when absent).
+    #[serde(default)]
+    schedule: Option<Schedule>,
 }
 
 async fn enroll(
@@ -220,6 +229,11 @@ async fn enroll(
                 "public_key must be 64 hex digits (ed25519)",
             )
         })?;
+    if let Some(schedule) = &req.schedule {
+        schedule.validate().map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_schedule", e.to_string())
+        })?;
+    }
     let agent_id = format!("agent-{}", crate::random_token(12));
     let host = s.store.enroll(&NewAgent {
         id: agent_id.clone(),
@@ -227,6 +241,7 @@ async fn enroll(
         machine_id: req.machine_id,
         public_key,
         now: crate::now_ms(),
+        schedule: req.schedule,
     })?;
     s.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
     Ok((
@@ -278,9 +293,13 @@ async fn hosts(
     Query(p): Query<Page>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    let hosts = s
+    let now = crate::now_ms();
+    let hosts: Vec<HostView> = s
         .store
-        .hosts(p.after.as_deref(), p.limit.unwrap_or(100).min(1000))?;
+        .hosts(p.after.as_deref(), p.limit.unwrap_or(100).min(1000))?
+        .into_iter()
+        .map(|h| HostView::new(h, now))
+        .collect();
     Ok(Json(hosts).into_response())
 }
 
@@ -291,7 +310,84 @@ async fn host(
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
     let h = find_host(&s, &name)?;
-    Ok(Json(h).into_response())
+    Ok(Json(HostView::new(h, crate::now_ms())).into_response())
+}
+
+/// A host with its state now.
+#[derive(Debug, serde::Serialize)]
+struct HostView {
+    #[serde(flatten)]
+    host: keel_store::HostRecord,
+    state: HostState,
+    /// When the next profile is due, ms.
+    due_at: i64,
+}
+
+impl HostView {
+    fn new(host: keel_store::HostRecord, now: i64) -> Self {
+        let status = host.status(now);
+        HostView {
+            host,
+            state: status.state,
+            due_at: status.due_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostPatch {
+    schedule: Option<Schedule>,
+    paused: Option<bool>,
+    retired: Option<bool>,
+}
+
+/// Changes a host's schedule, pauses or resumes it, retires or reinstates it.
+async fn patch_host(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    let patch: HostPatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("invalid host change: {e}"),
+        )
+    })?;
+    let h = find_host(&s, &name)?;
+    if let Some(schedule) = &patch.schedule {
+        schedule.validate().map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_schedule", e.to_string())
+        })?;
+        s.store.set_schedule(h.id, schedule)?;
+    }
+    let h = if patch.paused.is_some() || patch.retired.is_some() {
+        let h = s
+            .store
+            .set_host_flags(h.id, patch.paused, patch.retired, crate::now_ms())?;
+        // Pausing or retiring may have resolved a missing alert.
+        s.signal.wake();
+        h
+    } else {
+        find_host(&s, &name)?
+    };
+    Ok(Json(HostView::new(h, crate::now_ms())).into_response())
+}
+
+async fn deliveries(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(p): Query<Page>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, READ)?;
+    Ok(Json(
+        s.store
+            .deliveries(p.before, p.limit.unwrap_or(100).min(1000))?,
+    )
+    .into_response())
 }
 
 async fn profiles(
@@ -444,22 +540,17 @@ async fn resolve_alert(
             format!("no firing alert {id}"),
         ));
     }
+    s.signal.wake();
     Ok(Json(json!({ "id": id, "status": "resolved" })).into_response())
 }
 
 async fn list_rules(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
     let stored = crate::stored_rules(&*s.store)?;
-    let mut out: Vec<serde_json::Value> = keel_rules::builtin_rules()
+    let out: Vec<serde_json::Value> = crate::ingest::layered(&s.file_rules, stored)
         .into_iter()
-        .filter(|b| !stored.iter().any(|r| r.name == b.name))
-        .map(|r| json!({ "origin": "builtin", "rule": r }))
+        .map(|(origin, rule)| json!({ "origin": origin, "rule": rule }))
         .collect();
-    out.extend(
-        stored
-            .into_iter()
-            .map(|r| json!({ "origin": "stored", "rule": r })),
-    );
     Ok(Json(out).into_response())
 }
 
@@ -566,7 +657,7 @@ async fn delete_rule(
 
 fn reload_rules(s: &AppState) -> ApiResult<()> {
     let stored = crate::stored_rules(&*s.store)?;
-    let (rules, _broken) = crate::ingest::Rules::compile(stored);
+    let (rules, _broken) = crate::ingest::Rules::compile(&s.file_rules, stored);
     s.ingestor.set_rules(rules);
     Ok(())
 }

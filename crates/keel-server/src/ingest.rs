@@ -77,6 +77,10 @@ pub struct Stored {
     pub host: String,
     /// Non-volatile changes against the previous profile.
     pub changes: usize,
+    /// Alerts the rules raised on it (including ones already firing).
+    pub alerts: usize,
+    /// The schedule the host's agent is to capture on.
+    pub schedule: keel_store::keel_schedule::Schedule,
 }
 
 /// A host's newest profile: hash, store id, content.
@@ -108,14 +112,17 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Compiles the built-in pack plus `stored` (a stored rule replaces a built-in one of the
-    /// same name); broken stored rules are returned, not compiled.
-    pub fn compile(stored: Vec<keel_rules::Rule>) -> (Rules, Vec<keel_rules::RuleError>) {
-        let mut all: Vec<keel_rules::Rule> = keel_rules::builtin_rules()
+    /// Compiles the built-in pack, then the rule files' rules, then `stored` (saved through
+    /// the API); a later rule replaces an earlier one of the same name. Broken rules are
+    /// returned, not compiled.
+    pub fn compile(
+        files: &[keel_rules::Rule],
+        stored: Vec<keel_rules::Rule>,
+    ) -> (Rules, Vec<keel_rules::RuleError>) {
+        let all = layered(files, stored)
             .into_iter()
-            .filter(|b| !stored.iter().any(|s| s.name == b.name))
-            .collect();
-        all.extend(stored);
+            .map(|(_, rule)| rule)
+            .collect::<Vec<_>>();
         let state = all
             .iter()
             .filter(|r| {
@@ -129,6 +136,41 @@ impl Rules {
         let (set, errors) = keel_rules::RuleSet::compile_each(all);
         (Rules { set, state }, errors)
     }
+}
+
+/// Where a rule comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Keel's built-in pack.
+    Builtin,
+    /// A rule file named in the settings.
+    File,
+    /// Saved through the API.
+    Stored,
+}
+
+/// The rules in force, by layer: built-in, then files, then stored; a later rule replaces an
+/// earlier one of the same name, keeping the earlier one's place.
+pub fn layered(
+    files: &[keel_rules::Rule],
+    stored: Vec<keel_rules::Rule>,
+) -> Vec<(Origin, keel_rules::Rule)> {
+    let mut out: Vec<(Origin, keel_rules::Rule)> = Vec::new();
+    let layers = [
+        (Origin::Builtin, keel_rules::builtin_rules()),
+        (Origin::File, files.to_vec()),
+        (Origin::Stored, stored),
+    ];
+    for (origin, rules) in layers {
+        for rule in rules {
+            match out.iter_mut().find(|(_, r)| r.name == rule.name) {
+                Some(slot) => *slot = (origin, rule),
+                None => out.push((origin, rule)),
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Rules {
@@ -300,6 +342,7 @@ impl Ingestor {
             alerts,
             state_rules,
         };
+        let n_alerts = ingest.alerts.len();
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(Job { ingest, reply: tx })
@@ -319,6 +362,8 @@ impl Ingestor {
             hash: upload.profile_hash,
             host: host.name,
             changes: n_changes,
+            alerts: n_alerts,
+            schedule: host.schedule,
         })
     }
 
@@ -358,6 +403,9 @@ impl Ingestor {
                 let mut labels = f.labels.clone();
                 labels.insert("alertname".into(), f.rule.clone());
                 labels.insert("host".into(), host.name.clone());
+                labels
+                    .entry("severity".into())
+                    .or_insert_with(|| f.severity.as_str().to_string());
                 if let Some(item) = &f.item_key {
                     labels.insert("item".into(), item.clone());
                 }

@@ -22,17 +22,22 @@
 mod api;
 mod ingest;
 mod metrics;
+mod notify;
+pub mod settings;
 pub mod tls;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_profile::Hash;
 use keel_store::{SqliteStore, Store, TokenKind};
 
 pub use api::MAX_UPLOAD;
 pub use ingest::{IngestError, Stored};
+pub use settings::{Settings, SettingsError};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,9 @@ pub enum ServerError {
     /// The store.
     #[error(transparent)]
     Store(#[from] keel_store::StoreError),
+    /// The settings or a rule file.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// Binding or serving.
     #[error("cannot serve on {addr}: {detail}\nhint: is another server already listening there? choose another address with --listen")]
     Serve {
@@ -79,6 +87,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Names (DNS or IP) the TLS certificate is valid for, besides localhost.
     pub names: Vec<String>,
+    /// Receivers, rule files, the watch.
+    pub settings: Settings,
 }
 
 impl Config {
@@ -88,6 +98,7 @@ impl Config {
             data_dir: data_dir.into(),
             listen,
             names: Vec::new(),
+            settings: Settings::default(),
         }
     }
 }
@@ -114,6 +125,17 @@ pub struct Server {
     pub broken_rules: Vec<String>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    signal: StopOnDrop,
+}
+
+/// Stops the background threads (watch, notifications) when the server is dropped.
+#[derive(Debug)]
+struct StopOnDrop(Arc<notify::Signal>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl Server {
@@ -153,15 +175,44 @@ impl Server {
             })
         };
 
+        let settings = &config.settings;
+        settings.check().map_err(|detail| SettingsError {
+            path: PathBuf::from("settings"),
+            detail,
+        })?;
+        let file_rules = settings.file_rules()?;
         let metrics = Arc::new(metrics::Metrics::default());
         let stored_rules = stored_rules(&*store)?;
-        let (rules, broken) = ingest::Rules::compile(stored_rules);
+        let (rules, broken) = ingest::Rules::compile(&file_rules, stored_rules);
         let broken_rules: Vec<String> = broken.iter().map(ToString::to_string).collect();
+        let signal = Arc::new(notify::Signal::default());
+        let external_url = settings
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/", config.listen));
+        let dispatch = notify::Dispatch {
+            store: Arc::clone(&store),
+            signal: Arc::clone(&signal),
+            metrics: Arc::clone(&metrics.delivery),
+            notifier: keel_notify::Notifier::new(settings.backoff.clone()),
+            external_url,
+            group_by: settings.group_by.clone(),
+            poll: Duration::from_secs(1),
+        };
+        notify::start(&dispatch, settings.receivers.clone());
+        watch::start(
+            Arc::clone(&store),
+            Arc::clone(&signal),
+            Arc::clone(&metrics.watch),
+            settings.watch.interval,
+        );
         let state = Arc::new(api::AppState {
             ingestor: ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&metrics), rules),
             store,
             metrics,
             ca_pem: tls.ca_pem.clone(),
+            file_rules,
+            signal: Arc::clone(&signal),
         });
         let app = api::router(state);
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -204,13 +255,18 @@ impl Server {
             broken_rules,
             handle,
             task,
+            signal: StopOnDrop(signal),
         })
     }
 
     /// Serves until the server stops.
     pub async fn wait(self) -> Result<(), ServerError> {
-        let addr = self.addr;
-        match self.task.await {
+        let Server {
+            addr, task, signal, ..
+        } = self;
+        let outcome = task.await;
+        drop(signal);
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::Serve {
                 addr,
@@ -225,6 +281,7 @@ impl Server {
 
     /// Stops accepting connections and lets requests in flight finish.
     pub fn shutdown(&self) {
+        self.signal.0.stop();
         self.handle
             .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     }

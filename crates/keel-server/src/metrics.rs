@@ -18,6 +18,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Rule evaluation errors, by rule.
     pub rule_errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Alert delivery.
+    pub delivery: std::sync::Arc<crate::notify::DeliveryMetrics>,
+    /// The missing-profile watch.
+    pub watch: std::sync::Arc<crate::watch::WatchMetrics>,
 }
 
 impl Metrics {
@@ -41,8 +45,13 @@ impl Metrics {
             .or_insert(0) += 1;
     }
 
-    /// Renders the exposition text; `hosts` and `profiles` are gauges read from the store.
-    pub fn render(&self, hosts: i64, profiles: i64) -> String {
+    /// Renders the exposition text; `hosts` (by state) and `profiles` are gauges read from
+    /// the store.
+    pub fn render(
+        &self,
+        hosts: &std::collections::BTreeMap<keel_store::keel_schedule::HostState, i64>,
+        profiles: i64,
+    ) -> String {
         let mut o = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -67,6 +76,26 @@ impl Metrics {
             "Requests refused for missing or wrong credentials.",
             self.auth_failures.load(Ordering::Relaxed),
         );
+        counter(
+            "keel_notifications_delivered_total",
+            "Notifications a receiver accepted.",
+            self.delivery.delivered.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_notifications_rejected_total",
+            "Notifications a receiver refused for good.",
+            self.delivery.rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_notifications_deferred_total",
+            "Notification batches put back after every retry failed.",
+            self.delivery.deferred.load(Ordering::Relaxed),
+        );
+        counter(
+            "keel_missing_alerts_total",
+            "Missing-profile alerts raised by the watch.",
+            self.watch.raised.load(Ordering::Relaxed),
+        );
         let _ = writeln!(o, "# HELP keel_uploads_refused_total Uploads refused, by reason.\n# TYPE keel_uploads_refused_total counter");
         for (code, n) in self
             .uploads_refused
@@ -78,8 +107,11 @@ impl Metrics {
         }
         let _ = writeln!(
             o,
-            "# HELP keel_hosts Hosts enrolled.\n# TYPE keel_hosts gauge\nkeel_hosts {hosts}"
+            "# HELP keel_hosts Hosts enrolled, by state.\n# TYPE keel_hosts gauge"
         );
+        for (state, n) in hosts {
+            let _ = writeln!(o, "keel_hosts{{state=\"{state}\"}} {n}");
+        }
         let _ = writeln!(o, "# HELP keel_profiles Profiles stored.\n# TYPE keel_profiles gauge\nkeel_profiles {profiles}");
         o
     }

@@ -123,6 +123,7 @@ fn rules_raise_and_resolve_alerts_on_ingest() {
             &fx.enroll,
             "web1",
             "0123456789abcdef0123456789abcdef",
+            None,
         )
         .unwrap();
     push(&agent);

@@ -45,15 +45,28 @@ pub struct EnrollArgs {
     /// Host name to enroll as (default: the root's /etc/hostname).
     #[arg(long)]
     host: Option<String>,
+    /// Capture every this long (`15m`, `1h`); the server expects profiles as often.
+    #[arg(long, conflicts_with = "cron")]
+    every: Option<String>,
+    /// Capture on this cron expression (`*/15 * * * *`, `@hourly`), read in `--tz`.
+    #[arg(long)]
+    cron: Option<String>,
+    /// Time zone of `--cron` (IANA name).
+    #[arg(long, default_value = "UTC", requires = "cron")]
+    tz: String,
+    /// How long past the due time the server waits before the host counts as missing.
+    #[arg(long, default_value = "1h")]
+    grace: String,
     #[command(flatten)]
     common: Common,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Time between captures, such as `30s`, `15m`, `1h`.
-    #[arg(long, default_value = "1h", value_parser = parse_interval)]
-    interval: Duration,
+    /// Capture every this long (`30s`, `15m`, `1h`) instead of on the schedule the server
+    /// gives (set with `keel agent enroll --every/--cron` or `keel hosts schedule`).
+    #[arg(long, value_parser = parse_interval)]
+    interval: Option<Duration>,
     /// Stop after this many captures (for tests and one-off runs); 0 runs for ever.
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -103,15 +116,24 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let machine_id = read("etc/machine-id").context("cannot read the root's /etc/machine-id")?;
-    let config = agent(&a.common).enroll(&a.server, &a.token, &host, &machine_id)?;
+    let schedule = match (&a.every, &a.cron) {
+        (Some(every), _) => Some(keel_schedule::Schedule::interval(every, &a.grace)?),
+        (None, Some(cron)) => Some(keel_schedule::Schedule::cron(cron, &a.tz, &a.grace)?),
+        (None, None) => None,
+    };
+    let agent = agent(&a.common);
+    let config = agent.enroll(&a.server, &a.token, &host, &machine_id, schedule.as_ref())?;
     let mut out = std::io::stdout().lock();
     if a.common.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&config)?)?;
     } else {
         writeln!(
             out,
-            "enrolled as host {} (agent {}) with {}",
-            config.host, config.agent_id, config.server
+            "enrolled as host {} (agent {}) with {}; schedule: {}",
+            config.host,
+            config.agent_id,
+            config.server,
+            agent.schedule()
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -150,23 +172,46 @@ fn push(c: &Common) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When the capture after one at `captured_ms` is due: after the fixed interval when given,
+/// else on the schedule the server last gave.
+fn next_capture_after(a: &keel_agent::Agent, fixed: Option<Duration>, captured_ms: i64) -> Instant {
+    let wait = match fixed {
+        Some(d) => {
+            Duration::from_millis((captured_ms + d.as_millis() as i64 - wall_ms()).max(0) as u64)
+        }
+        None => match a.schedule().next_after(captured_ms) {
+            Ok(next) => Duration::from_millis((next - wall_ms()).max(0) as u64),
+            Err(_) => Duration::from_secs(3600),
+        },
+    };
+    Instant::now() + wait
+}
+
 #[allow(clippy::print_stderr)]
 fn daemon(r: &RunArgs) -> anyhow::Result<ExitCode> {
     let a = agent(&r.common);
     a.config()?;
     let mut captures = 0u64;
+    let mut captured_ms = wall_ms();
     let mut next_capture = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut next_delivery = Instant::now();
     loop {
         let now = Instant::now();
         if now >= next_capture && (r.count == 0 || captures < r.count) {
+            captured_ms = wall_ms();
             match a.capture_to_spool() {
                 Ok(p) => eprintln!("captured {}", p.display()),
                 Err(e) => eprintln!("capture failed: {e}"),
             }
             captures += 1;
-            next_capture = now + r.interval;
+            next_capture = next_capture_after(&a, r.interval, captured_ms);
             next_delivery = now;
         }
         if Instant::now() >= next_delivery {
@@ -176,6 +221,8 @@ fn daemon(r: &RunArgs) -> anyhow::Result<ExitCode> {
                         eprintln!("delivered {}, rejected {}", rep.delivered, rep.rejected);
                     }
                     backoff = Duration::from_secs(1);
+                    // The answer may have carried a new schedule.
+                    next_capture = next_capture_after(&a, r.interval, captured_ms);
                     next_delivery = next_capture;
                 }
                 Ok(rep) => {

@@ -51,6 +51,8 @@ pub enum ApiError {
     },
     /// The server answered with an error status.
     Status {
+        /// The method used.
+        method: &'static str,
         /// The URL asked.
         url: String,
         /// HTTP status.
@@ -68,6 +70,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The server's message, or the whole error when it did not answer.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The HTTP status, for errors the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -95,23 +105,24 @@ impl fmt::Display for ApiError {
                 }
             }
             ApiError::Status {
+                method,
                 url,
                 status,
                 message,
-                ..
             } => {
-                write!(f, "server refused GET {url}: HTTP {status}: {message}")?;
+                write!(f, "server refused {method} {url}: HTTP {status}: {message}")?;
                 match status {
                     401 => write!(
                         f,
                         "\nhint: use the admin token `keel server` printed on its first start \
                          (--token or KEEL_TOKEN)"
                     ),
-                    403 => write!(
+                    403 if *method == "GET" => write!(
                         f,
                         "\nhint: this needs an admin or read-only token; the enrollment token \
                          only lets agents enroll"
                     ),
+                    403 => write!(f, "\nhint: changes need the admin token"),
                     _ => Ok(()),
                 }
             }
@@ -196,6 +207,28 @@ impl Client {
 
     /// `GET base + path` with query parameters; the answer parsed as JSON.
     pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ApiError> {
+        self.request("GET", path, query, None)
+    }
+
+    /// `method base + path` with query parameters and a JSON body; the answer parsed as JSON.
+    pub fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.request(method, path, query, body.as_deref())
+    }
+
+    fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Value, ApiError> {
         let mut url = format!("{}{path}", self.base);
         let mut sep = '?';
         for (k, v) in query {
@@ -214,13 +247,31 @@ impl Client {
                 ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_)
             ) || e.to_string().contains("certificate"),
         };
-        let mut resp = self
-            .agent
-            .get(&url)
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .header("Accept", "application/json")
-            .call()
-            .map_err(|e| unreachable(&e))?;
+        let auth = format!("Bearer {}", self.token);
+        let sent = match method {
+            "GET" | "DELETE" => {
+                let req = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                req.header("Authorization", &auth)
+                    .header("Accept", "application/json")
+                    .call()
+            }
+            _ => {
+                let req = match method {
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => self.agent.post(&url),
+                };
+                req.header("Authorization", &auth)
+                    .header("Accept", "application/json")
+                    .header("Content-Type", "application/json")
+                    .send(body.unwrap_or_default())
+            }
+        };
+        let mut resp = sent.map_err(|e| unreachable(&e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -242,6 +293,7 @@ impl Client {
                 .to_string(),
         };
         Err(ApiError::Status {
+            method,
             url,
             status,
             message,

@@ -11,7 +11,59 @@ use super::client::{Client, Format, ServerArgs};
 use crate::output;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    list: ListArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Set when a host's profiles are expected (its agent captures on the same schedule).
+    Schedule(ScheduleArgs),
+    /// Stop watching a host for missing profiles (maintenance); resolves its missing alert.
+    Pause(HostArg),
+    /// Watch a paused host again; silence counts from now.
+    Resume(HostArg),
+    /// Decommission a host: its history stays, it is never alerted on again.
+    Retire(HostArg),
+    /// Undo `retire`.
+    Reinstate(HostArg),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HostArg {
+    /// The host's name.
+    host: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// Expect a profile every this long (`15m`, `1h`).
+    #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+    every: Option<String>,
+    /// Expect a profile on this cron expression (`*/15 * * * *`, `@hourly`), read in `--tz`.
+    #[arg(long)]
+    cron: Option<String>,
+    /// Time zone of `--cron` (IANA name).
+    #[arg(long, default_value = "UTC", requires = "cron")]
+    tz: String,
+    /// How long past the due time before the host counts as missing.
+    #[arg(long, default_value = "1h")]
+    grace: String,
+    #[command(flatten)]
+    host: HostArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -23,6 +75,49 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    match &args.action {
+        None => list(&args.list),
+        Some(Action::Schedule(s)) => {
+            let schedule = match (&s.every, &s.cron) {
+                (Some(every), _) => keel_schedule::Schedule::interval(every, &s.grace)?,
+                (None, Some(cron)) => keel_schedule::Schedule::cron(cron, &s.tz, &s.grace)?,
+                (None, None) => anyhow::bail!("give --every or --cron"),
+            };
+            patch(&s.host, &serde_json::json!({ "schedule": schedule }))
+        }
+        Some(Action::Pause(h)) => patch(h, &serde_json::json!({ "paused": true })),
+        Some(Action::Resume(h)) => patch(h, &serde_json::json!({ "paused": false })),
+        Some(Action::Retire(h)) => patch(h, &serde_json::json!({ "retired": true })),
+        Some(Action::Reinstate(h)) => patch(h, &serde_json::json!({ "retired": false })),
+    }
+}
+
+fn patch(h: &HostArg, change: &Value) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&h.server)?;
+    let host = client
+        .send(
+            "PATCH",
+            &format!("/api/v1/hosts/{}", super::client::encode(&h.host)),
+            &[],
+            Some(change),
+        )
+        .map_err(|e| super::client::no_host(e, &h.host))?;
+    let text = match h.format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(&host)?;
+            s.push('\n');
+            s
+        }
+        Format::Text => render(std::slice::from_ref(&host)),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
     let hosts = all_hosts(&client, args.page_size as usize)?;
     let text = match args.format {
@@ -74,31 +169,43 @@ fn render(hosts: &[Value]) -> String {
     if hosts.is_empty() {
         return "no hosts enrolled\n".into();
     }
-    let rows: Vec<[String; 4]> = hosts
+    let rows: Vec<[String; 6]> = hosts
         .iter()
         .map(|h| {
-            let flags: Vec<&str> = [("paused", "paused"), ("retired", "retired")]
-                .iter()
-                .filter(|(k, _)| h[*k].as_bool() == Some(true))
-                .map(|(_, v)| *v)
-                .collect();
+            let schedule: Option<keel_schedule::Schedule> =
+                serde_json::from_value(h["schedule"].clone()).ok();
+            let state = h["state"].as_str().unwrap_or("?");
             [
                 h["name"].as_str().unwrap_or("?").to_string(),
+                state.to_string(),
                 h["last_seen_at"]
                     .as_i64()
                     .map_or_else(|| "never".into(), output::rfc3339),
+                if matches!(state, "paused" | "retired") {
+                    "-".into()
+                } else {
+                    h["due_at"]
+                        .as_i64()
+                        .map_or_else(|| "-".into(), output::rfc3339)
+                },
                 h["last_profile_id"]
                     .as_i64()
                     .map_or_else(|| "-".into(), |id| id.to_string()),
-                if flags.is_empty() {
-                    "-".into()
-                } else {
-                    flags.join(",")
-                },
+                schedule.map_or_else(|| "?".into(), |s| s.to_string()),
             ]
         })
         .collect();
-    table(&["HOST", "LAST SEEN", "LAST PROFILE", "FLAGS"], &rows)
+    table(
+        &[
+            "HOST",
+            "STATE",
+            "LAST SEEN",
+            "DUE",
+            "LAST PROFILE",
+            "SCHEDULE",
+        ],
+        &rows,
+    )
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.

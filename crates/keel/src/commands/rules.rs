@@ -13,6 +13,7 @@ use keel_rules::{
     RuleSet, Severity, BUILTIN_TOML,
 };
 
+use super::client::{encode, Client, Format as ApiFormat, ServerArgs};
 use crate::output;
 
 #[derive(Debug, clap::Subcommand)]
@@ -25,6 +26,42 @@ pub enum Rules {
     Check(CheckArgs),
     /// Print the built-in rules as TOML, to copy and edit.
     Builtin,
+    /// List the rules in force on a server: built-in, from its rule files, saved.
+    List(ListArgs),
+    /// Save rules on a server. Each is checked against a stored profile first; a broken rule
+    /// is refused with the reason and nothing of it is saved.
+    Save(SaveArgs),
+    /// Delete a rule saved on a server (a built-in or file rule it replaced applies again).
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ApiFormat,
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// Rules file: TOML with [[rule]] tables, or JSON when it ends in `.json`.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Check against this host's newest profile (default: any host's).
+    #[arg(long)]
+    host: Option<String>,
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// The rule's name.
+    name: String,
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerArgs,
 }
 
 /// Output format of `keel rules test`.
@@ -96,7 +133,111 @@ pub fn run(cmd: &Rules) -> anyhow::Result<ExitCode> {
             write_stdout(BUILTIN_TOML)?;
             Ok(ExitCode::SUCCESS)
         }
+        Rules::List(a) => list_remote(a),
+        Rules::Save(a) => save_remote(a),
+        Rules::Delete(a) => {
+            let client = Client::new(&a.server)?;
+            client
+                .send(
+                    "DELETE",
+                    &format!("/api/v1/rules/{}", encode(&a.name)),
+                    &[],
+                    None,
+                )
+                .map_err(|e| {
+                    if e.status() == Some(404) {
+                        anyhow::anyhow!(
+                            "no saved rule {}\nhint: built-in and file rules cannot be deleted \
+                             through the API; `keel rules list` shows where each rule comes from",
+                            a.name
+                        )
+                    } else {
+                        e.into()
+                    }
+                })?;
+            write_stdout(&format!("deleted rule {}\n", a.name))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn list_remote(a: &ListArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.server)?;
+    let rules = client.get_array("/api/v1/rules", &[])?;
+    let text = match a.format {
+        ApiFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&rules)?;
+            s.push('\n');
+            s
+        }
+        ApiFormat::Text => {
+            let rows: Vec<[String; 4]> = rules
+                .iter()
+                .map(|r| {
+                    let rule = &r["rule"];
+                    [
+                        rule["name"].as_str().unwrap_or("?").to_string(),
+                        rule["severity"].as_str().unwrap_or("?").to_string(),
+                        r["origin"].as_str().unwrap_or("?").to_string(),
+                        output::clip(
+                            &match rule["for_each"].as_str() {
+                                Some(each) => format!(
+                                    "for each {each} when {}",
+                                    rule["when"].as_str().unwrap_or("true")
+                                ),
+                                None => rule["when"].as_str().unwrap_or("true").to_string(),
+                            },
+                            80,
+                        ),
+                    ]
+                })
+                .collect();
+            super::hosts::table(&["NAME", "SEVERITY", "ORIGIN", "EXPRESSION"], &rows)
+        }
+    };
+    write_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stderr)]
+fn save_remote(a: &SaveArgs) -> anyhow::Result<ExitCode> {
+    let rules = read_rules(&a.file)?;
+    if rules.is_empty() {
+        bail!("{} holds no rules", a.file.display());
+    }
+    let client = Client::new(&a.server)?;
+    let mut query = Vec::new();
+    if let Some(h) = &a.host {
+        query.push(("host", h.clone()));
+    }
+    let mut refused = 0;
+    for rule in &rules {
+        let body = serde_json::to_value(rule)?;
+        match client.send(
+            "PUT",
+            &format!("/api/v1/rules/{}", encode(&rule.name)),
+            &query,
+            Some(&body),
+        ) {
+            Ok(answer) => {
+                let on = answer["checked_against"].as_str().map_or_else(
+                    || " (no stored profile to check against yet)".into(),
+                    |h| format!(" (checked against {h}'s newest profile)"),
+                );
+                write_stdout(&format!("saved rule {}{on}\n", rule.name))?;
+            }
+            Err(e) if e.status() == Some(400) => {
+                refused += 1;
+                eprintln!("error: rule {} refused: {}", rule.name, e.message());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(if refused > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn load_rules(source: &Source) -> anyhow::Result<Vec<Rule>> {

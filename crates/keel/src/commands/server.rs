@@ -17,6 +17,10 @@ pub struct Args {
     /// Extra DNS name or IP address for the TLS certificate (made on first start).
     #[arg(long = "name")]
     names: Vec<String>,
+    /// Settings file: alert receivers, rule files, the missing-profile watch (default:
+    /// `keel-server.toml` in the data directory, when it exists).
+    #[arg(long, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[allow(clippy::print_stderr)]
@@ -28,6 +32,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let mut config = keel_server::Config::new(&args.data, args.listen);
         config.names.clone_from(&args.names);
+        let settings_file = args
+            .config
+            .clone()
+            .or_else(|| Some(args.data.join("keel-server.toml")).filter(|p| p.exists()));
+        if let Some(path) = &settings_file {
+            config.settings = keel_server::Settings::load(path)?;
+            eprintln!(
+                "settings from {}: {} receiver(s), {} rule file(s), watch every {}",
+                path.display(),
+                config.settings.receivers.len(),
+                config.settings.rules_files.len(),
+                keel_schedule::format_duration(config.settings.watch.interval)
+            );
+        }
         let server = keel_server::Server::start(&config).await?;
         eprintln!(
             "keel server listening on https://{} (data in {})",

@@ -115,7 +115,12 @@ fn admin_cli_lists_hosts_and_profiles_and_diffs_stored_profiles() {
         lines[1].starts_with("alpha ") && lines[2].starts_with("beta "),
         "{text}"
     );
-    let last_seen = lines[1].split_whitespace().nth(1).unwrap();
+    assert_eq!(
+        lines[1].split_whitespace().nth(1),
+        Some("up"),
+        "a host that just sent a profile is up: {text}"
+    );
+    let last_seen = lines[1].split_whitespace().nth(2).unwrap();
     assert!(
         last_seen.len() == 20 && last_seen.ends_with('Z') && last_seen.as_bytes()[10] == b'T',
         "last seen is RFC 3339: {text}"
