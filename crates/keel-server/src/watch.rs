@@ -1,5 +1,5 @@
 //! The missing-profile watch: hosts whose profile is overdue past their grace period get a
-//! `ProfileMissing` alert; the store resolves it when a profile arrives, or when the host is
+//! `profile-missing` alert; the store resolves it when a profile arrives, or when the host is
 //! paused or retired.
 
 use std::sync::atomic::{AtomicU64, Ordering};

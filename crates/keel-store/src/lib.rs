@@ -261,7 +261,7 @@ pub struct ProfileSummary {
 }
 
 /// The rule name of the alert the missing-profile watch raises.
-pub const MISSING_RULE: &str = "ProfileMissing";
+pub const MISSING_RULE: &str = "profile-missing";
 
 /// A change of an alert's status that receivers are to be told about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,7 +52,11 @@ impl SmtpSink {
     fn start() -> Result<SmtpSink, String> {
         let pythonpath = ensure_aiosmtpd()?;
         let outdir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_sink.py");
+        // The script travels inside the test binary, so other crates' tests can use this
+        // server too.
+        let script = outdir.path().join("smtp_sink.py");
+        std::fs::write(&script, include_str!("../fixtures/smtp_sink.py"))
+            .map_err(|e| e.to_string())?;
         let stderr = File::create(outdir.path().join("server.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new("python3")
             .arg("-u")

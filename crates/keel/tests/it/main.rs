@@ -8,6 +8,13 @@ mod capture;
 mod crash;
 mod diff;
 mod errors;
+mod fleet;
+#[path = "../../../keel-notify/tests/it/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 mod secrets;
 mod server;
+#[path = "../../../keel-notify/tests/it/smtp_server.rs"]
+#[allow(dead_code)]
+mod smtp_server;
 mod support;

@@ -314,10 +314,16 @@ impl ServerProc {
     /// Starts a server on `listen`, and waits until it reports its address (and its tokens,
     /// on a first start).
     pub fn start_on(data: &Path, listen: &str) -> ServerProc {
+        Self::start_with(data, listen, &[])
+    }
+
+    /// Starts a server on `listen` with extra arguments (such as `--config FILE`).
+    pub fn start_with(data: &Path, listen: &str, extra: &[&str]) -> ServerProc {
         let mut child = Command::new(KEEL)
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", listen])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
