@@ -672,3 +672,43 @@ fn find_host(s: &AppState, name: &str) -> ApiResult<keel_store::HostRecord> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is in the OpenAPI document, with each of its methods.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../openapi.json")).expect("openapi.json is JSON");
+        let source = include_str!("api.rs");
+        let mut checked = 0;
+        let router = source
+            .split("pub fn router(")
+            .nth(1)
+            .and_then(|r| r.split("\n}").next())
+            .expect("the router function");
+        for chunk in router.split(".route(").skip(1) {
+            let Some(path) = chunk.split('"').nth(1) else {
+                continue;
+            };
+            if !path.starts_with('/') {
+                continue;
+            }
+            let handlers = chunk.split(')').next().unwrap_or("");
+            let entry = &doc["paths"][path];
+            assert!(entry.is_object(), "{path} is not in openapi.json");
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let used = handlers.contains(&format!("{method}("))
+                    || chunk.contains(&format!(".{method}("));
+                if used {
+                    assert!(
+                        entry[method].is_object(),
+                        "{method} {path} is not in openapi.json"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 15, "found only {checked} routes");
+    }
+}
