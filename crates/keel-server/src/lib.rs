@@ -28,15 +28,17 @@ pub mod tls;
 mod watch;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_profile::Hash;
-use keel_store::{SqliteStore, Store, TokenKind};
+use keel_store::{SqliteStore, Store};
 
 pub use api::MAX_UPLOAD;
 pub use ingest::{IngestError, Stored};
+pub use keel_store::TokenKind;
 pub use settings::{Settings, SettingsError};
 
 /// Why the server could not start or stopped.
@@ -126,6 +128,7 @@ pub struct Server {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     signal: StopOnDrop,
+    store: Arc<dyn Store>,
 }
 
 /// Stops the background threads (watch, notifications) when the server is dropped.
@@ -142,7 +145,12 @@ impl Server {
     /// Opens the data directory (creating it on first start) and starts listening.
     pub async fn start(config: &Config) -> Result<Server, ServerError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&config.data_dir)
+        // The data directory holds the CA key and every host's history: for the server's user
+        // only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
             .map_err(|e| ServerError::io(&config.data_dir, e))?;
         let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
         if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
@@ -206,6 +214,7 @@ impl Server {
             Arc::clone(&metrics.watch),
             settings.watch.interval,
         );
+        let server_store = Arc::clone(&store);
         let state = Arc::new(api::AppState {
             ingestor: ingest::Ingestor::new(Arc::clone(&store), Arc::clone(&metrics), rules),
             store,
@@ -256,6 +265,7 @@ impl Server {
             handle,
             task,
             signal: StopOnDrop(signal),
+            store: server_store,
         })
     }
 
@@ -277,6 +287,21 @@ impl Server {
                 detail: e.to_string(),
             }),
         }
+    }
+
+    /// Makes a new token of `kind` (only its hash is stored) and returns it, for tools that
+    /// run the server in process (`keel up`).
+    pub fn issue_token(&self, kind: TokenKind, label: &str) -> Result<String, ServerError> {
+        let token = match kind {
+            TokenKind::Admin => format!("keel-admin-{}", random_token(16)),
+            TokenKind::Readonly => format!("keel-readonly-{}", random_token(16)),
+            TokenKind::Enroll => {
+                format!("keel-enroll-{}-{}", random_token(16), self.ca_fingerprint)
+            }
+        };
+        self.store
+            .put_token(&Hash::of(token.as_bytes()), kind, label)?;
+        Ok(token)
     }
 
     /// Stops accepting connections and lets requests in flight finish.

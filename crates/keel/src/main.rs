@@ -30,16 +30,20 @@ enum Command {
     /// Measure Keel's own speed and size.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
-    /// Try alert rules offline: test them on profiles, check them, print the built-in pack.
+    /// Alert rules: test them on profiles offline, check them, manage a server's rules.
     #[command(subcommand)]
     Rules(commands::rules::Rules),
+    /// Start here: run the server on its embedded defaults and watch this machine with it.
+    Up(commands::up::Args),
     /// Run the central server: agents send it profiles; it keeps history and diffs.
     Server(commands::server::Args),
     /// Enroll this machine with a server, and send it profiles.
     #[command(subcommand)]
     Agent(commands::agent::Agent),
-    /// List the hosts a server knows (through its API).
+    /// List the hosts a server knows and their state; set their schedules, pause, retire.
     Hosts(commands::hosts::Args),
+    /// List a server's alerts; acknowledge or resolve them; read the delivery log.
+    Alerts(commands::alerts::Args),
     /// List a host's profiles stored on a server, newest first.
     Profiles(commands::profiles::Args),
 }
@@ -52,10 +56,12 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Bench(b) => commands::bench::run(b),
+        Command::Up(a) => commands::up::run(&a),
         Command::Server(a) => commands::server::run(&a),
         Command::Agent(a) => commands::agent::run(&a),
         Command::Rules(r) => commands::rules::run(&r),
         Command::Hosts(a) => commands::hosts::run(&a),
+        Command::Alerts(a) => commands::alerts::run(&a),
         Command::Profiles(a) => commands::profiles::run(&a),
     };
     match result {

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod alerts;
 pub mod bench;
 pub mod bench_ingest;
 pub mod capture;
@@ -10,3 +11,4 @@ pub mod profiles;
 pub mod rules;
 pub mod server;
 pub mod show;
+pub mod up;

@@ -181,10 +181,10 @@ fn list_remote(a: &ListArgs) -> anyhow::Result<ExitCode> {
                         r["origin"].as_str().unwrap_or("?").to_string(),
                         output::clip(
                             &match rule["for_each"].as_str() {
-                                Some(each) => format!(
-                                    "for each {each} when {}",
-                                    rule["when"].as_str().unwrap_or("true")
-                                ),
+                                Some(each) => match rule["when"].as_str() {
+                                    None | Some("true") => format!("for each {each}"),
+                                    Some(when) => format!("for each {each} when {when}"),
+                                },
                                 None => rule["when"].as_str().unwrap_or("true").to_string(),
                             },
                             80,

@@ -200,3 +200,64 @@ fn captures_made_while_the_server_is_down_arrive_in_order_afterwards() {
         "stored in capture order: {captured:?}"
     );
 }
+
+#[test]
+fn keel_up_runs_the_server_and_watches_this_machine() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = root_named("solo", "5050505050505050505050505050505a");
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("keel-data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |count: &str| {
+        keel(&[
+            "up",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--root",
+            root.path().to_str().unwrap(),
+            "--every",
+            "1s",
+            "--count",
+            count,
+        ])
+    };
+    let r = run("2");
+    let out = r.expect_ok().stdout_str();
+    assert!(
+        out.contains("this machine is enrolled as host solo"),
+        "{out}"
+    );
+    assert!(out.contains("profile 1 of solo stored: the first"), "{out}");
+    assert!(
+        out.contains("profile 2 of solo stored: no configuration changes"),
+        "{out}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory is private");
+    let env = data.join("keel.env");
+    assert_eq!(mode(&env), 0o600, "the token file is private");
+    let env_text = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        env_text.contains(&format!("KEEL_SERVER=https://{listen}")),
+        "{env_text}"
+    );
+
+    // A second run keeps the history, the enrollment and the admin token, and diffs a change.
+    let passwd = root.path().join("etc/passwd");
+    let mut text = std::fs::read_to_string(&passwd).unwrap();
+    text.push_str("bob:x:1001:1001::/home/bob:/bin/sh\n");
+    std::fs::write(&passwd, text).unwrap();
+    let out = run("1").expect_ok().stdout_str();
+    assert!(
+        out.contains("profile 3 of solo stored: ") && out.contains("added users/users bob"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
+}
