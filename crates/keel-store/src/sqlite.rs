@@ -125,6 +125,15 @@ fn update_deadline(c: &Connection, host_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// A host read inside a transaction.
+fn host_in(c: &Connection, host_id: i64) -> Result<HostRecord> {
+    finish_host(c.query_row(
+        &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
+        [host_id],
+        host_row,
+    )?)
+}
+
 fn schedule_json(s: &Schedule) -> Result<String> {
     serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -362,9 +371,9 @@ impl Store for SqliteStore {
                 "INSERT INTO agents (id, host_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![a.id, host_id, a.public_key, a.now],
             )?;
-            let h = tx.query_row(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"), [host_id], host_row)?;
+            let h = host_in(&tx, host_id)?;
             tx.commit()?;
-            finish_host(h)
+            Ok(h)
         })
     }
 
@@ -671,13 +680,9 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound(format!("host {host_id}")));
             }
             update_deadline(&tx, host_id)?;
-            let h = tx.query_row(
-                &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
-                [host_id],
-                host_row,
-            )?;
+            let h = host_in(&tx, host_id)?;
             tx.commit()?;
-            finish_host(h)
+            Ok(h)
         })
     }
 
@@ -721,13 +726,9 @@ impl Store for SqliteStore {
                 )?;
                 update_deadline(&tx, host_id)?;
             }
-            let h = tx.query_row(
-                &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
-                [host_id],
-                host_row,
-            )?;
+            let h = host_in(&tx, host_id)?;
             tx.commit()?;
-            finish_host(h)
+            Ok(h)
         })
     }
 

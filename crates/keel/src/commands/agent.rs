@@ -45,18 +45,10 @@ pub struct EnrollArgs {
     /// Host name to enroll as (default: the root's /etc/hostname).
     #[arg(long)]
     host: Option<String>,
-    /// Capture every this long (`15m`, `1h`); the server expects profiles as often.
-    #[arg(long, conflicts_with = "cron")]
-    every: Option<String>,
-    /// Capture on this cron expression (`*/15 * * * *`, `@hourly`), read in `--tz`.
-    #[arg(long)]
-    cron: Option<String>,
-    /// Time zone of `--cron` (IANA name).
-    #[arg(long, default_value = "UTC", requires = "cron")]
-    tz: String,
-    /// How long past the due time the server waits before the host counts as missing.
-    #[arg(long, default_value = "1h")]
-    grace: String,
+    /// The schedule this host captures on and the server expects its profiles on (kept as
+    /// the server has it when not given; every hour for a new host).
+    #[command(flatten, next_help_heading = "Schedule")]
+    schedule: super::schedule::ScheduleArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -116,11 +108,7 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let machine_id = read("etc/machine-id").context("cannot read the root's /etc/machine-id")?;
-    let schedule = match (&a.every, &a.cron) {
-        (Some(every), _) => Some(keel_schedule::Schedule::interval(every, &a.grace)?),
-        (None, Some(cron)) => Some(keel_schedule::Schedule::cron(cron, &a.tz, &a.grace)?),
-        (None, None) => None,
-    };
+    let schedule = a.schedule.schedule()?;
     let agent = agent(&a.common);
     let config = agent.enroll(&a.server, &a.token, &host, &machine_id, schedule.as_ref())?;
     let mut out = std::io::stdout().lock();

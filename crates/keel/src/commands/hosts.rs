@@ -46,18 +46,8 @@ pub struct HostArg {
 
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
-    /// Expect a profile every this long (`15m`, `1h`).
-    #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
-    every: Option<String>,
-    /// Expect a profile on this cron expression (`*/15 * * * *`, `@hourly`), read in `--tz`.
-    #[arg(long)]
-    cron: Option<String>,
-    /// Time zone of `--cron` (IANA name).
-    #[arg(long, default_value = "UTC", requires = "cron")]
-    tz: String,
-    /// How long past the due time before the host counts as missing.
-    #[arg(long, default_value = "1h")]
-    grace: String,
+    #[command(flatten)]
+    schedule: super::schedule::ScheduleArgs,
     #[command(flatten)]
     host: HostArg,
 }
@@ -78,10 +68,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.action {
         None => list(&args.list),
         Some(Action::Schedule(s)) => {
-            let schedule = match (&s.every, &s.cron) {
-                (Some(every), _) => keel_schedule::Schedule::interval(every, &s.grace)?,
-                (None, Some(cron)) => keel_schedule::Schedule::cron(cron, &s.tz, &s.grace)?,
-                (None, None) => anyhow::bail!("give --every or --cron"),
+            let Some(schedule) = s.schedule.schedule()? else {
+                anyhow::bail!("give the schedule: --every 15m, or --cron EXPR [--tz ZONE]");
             };
             patch(&s.host, &serde_json::json!({ "schedule": schedule }))
         }
