@@ -33,6 +33,9 @@ enum Command {
     /// Alert rules: test them on profiles offline, check them, manage a server's rules.
     #[command(subcommand)]
     Rules(commands::rules::Rules),
+    /// Rebuild a profiled system on other disks: plan the layout, check a plan.
+    #[command(subcommand)]
+    Recover(commands::recover::Recover),
     /// Start here: run the server on its embedded defaults and watch this machine with it.
     Up(commands::up::Args),
     /// Run the central server: agents send it profiles; it keeps history and diffs.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Bench(b) => commands::bench::run(b),
+        Command::Recover(r) => commands::recover::run(&r),
         Command::Up(a) => commands::up::run(&a),
         Command::Server(a) => commands::server::run(&a),
         Command::Agent(a) => commands::agent::run(&a),

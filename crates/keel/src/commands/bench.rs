@@ -22,6 +22,8 @@ pub enum Bench {
     /// Ingest throughput and latency: simulated agents upload to a real server over loopback
     /// HTTPS (diff included).
     Ingest(super::bench_ingest::IngestArgs),
+    /// Recovery planning time: a 4-disk RAID 1 + LVM profile planned onto 4 other disks.
+    Plan(super::recover::BenchPlanArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +56,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Capture(a) => capture(&a),
         Bench::Size(a) => size(&a),
         Bench::Ingest(a) => super::bench_ingest::run(&a),
+        Bench::Plan(a) => super::recover::bench(&a),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod hosts;
 pub mod keygen;
 pub mod profiles;
+pub mod recover;
 pub mod rules;
 pub mod schedule;
 pub mod server;
