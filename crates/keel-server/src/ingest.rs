@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use keel_profile::{apply_patch, diff, Change, DiffOptions, Hash, Profile, Upload, UploadBody};
+use keel_profile::{
+    apply_patch, diff, make_patch, Change, DiffOptions, Hash, Profile, Upload, UploadBody,
+};
 use keel_store::{Ingest, Store, StoreError};
 use tokio::sync::oneshot;
 
@@ -329,6 +331,24 @@ impl Ingestor {
             &changes,
             now_ms,
         );
+        // Stored as a patch against the host's previous profile: the one the upload carried,
+        // or one made here for a whole upload.
+        let delta = latest.as_ref().and_then(|(_, base_id, base)| {
+            let made;
+            let patch = match &upload.body {
+                UploadBody::Patch(p) => &**p,
+                UploadBody::Full(_) => {
+                    made = make_patch(base, &profile).ok()?;
+                    &made
+                }
+            };
+            let mut bytes = Vec::new();
+            ciborium::into_writer(patch, &mut bytes).ok()?;
+            Some(keel_store::Delta {
+                base_id: *base_id,
+                patch: bytes,
+            })
+        });
         let ingest = Ingest {
             host_id: host.id,
             hash: upload.profile_hash,
@@ -337,6 +357,7 @@ impl Ingestor {
             received_at: now_ms,
             agent_version: profile.meta.agent_version.clone(),
             profile: profile_bytes,
+            delta,
             blobs,
             changes,
             alerts,

@@ -187,6 +187,10 @@ pub struct Ingest {
     pub agent_version: String,
     /// Canonical CBOR bytes of the profile.
     pub profile: Vec<u8>,
+    /// The same profile as a patch against the host's previous stored profile, when there is
+    /// one: the store keeps the patch instead of the whole profile while the chain of patches
+    /// stays short.
+    pub delta: Option<Delta>,
     /// Blobs the store does not have yet.
     pub blobs: Vec<(Hash, Vec<u8>)>,
     /// Changes against the host's previous profile.
@@ -197,6 +201,19 @@ pub struct Ingest {
     /// fire again on this profile are resolved.
     pub state_rules: Vec<String>,
 }
+
+/// A profile as a patch against an earlier stored profile of the same host.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// The stored profile the patch applies to.
+    pub base_id: i64,
+    /// The patch (`keel_profile::Patch`) as CBOR.
+    pub patch: Vec<u8>,
+}
+
+/// Most patches between two whole stored profiles: reading a profile applies at most this
+/// many.
+pub const MAX_DELTA_DEPTH: i64 = 32;
 
 /// An alert raised by a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_rules_alerts.sql"),
     include_str!("../migrations/0003_watch_notify.sql"),
+    include_str!("../migrations/0004_profile_deltas.sql"),
 ];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
@@ -123,6 +124,76 @@ fn update_deadline(c: &Connection, host_id: i64) -> Result<()> {
     c.prepare_cached("UPDATE hosts SET missing_at = ?1 WHERE id = ?2")?
         .execute(params![missing_at, host_id])?;
     Ok(())
+}
+
+/// How a profile is stored: as a patch against its base while the chain stays short and the
+/// patch is much smaller than the profile, else whole. Returns `(base_id, depth, body)`.
+fn stored_body(c: &Connection, ing: &Ingest) -> Result<(Option<i64>, i64, Vec<u8>)> {
+    let compress = |bytes: &[u8]| {
+        zstd::bulk::compress(bytes, 1)
+            .map_err(|e| StoreError::Corrupt(format!("cannot compress profile: {e}")))
+    };
+    if let Some(delta) = &ing.delta {
+        let base_depth: Option<i64> = c
+            .prepare_cached("SELECT depth FROM profiles WHERE id = ?1 AND host_id = ?2")?
+            .query_row(params![delta.base_id, ing.host_id], |r| r.get(0))
+            .optional()?;
+        if let Some(d) = base_depth {
+            if d < crate::MAX_DELTA_DEPTH && delta.patch.len() * 4 < ing.profile.len() {
+                return Ok((Some(delta.base_id), d + 1, compress(&delta.patch)?));
+            }
+        }
+    }
+    Ok((None, 0, compress(&ing.profile)?))
+}
+
+/// Reads profile `id` whole: its chain of patches down to a whole stored profile, applied in
+/// order, each result checked against the stored hash.
+fn read_profile(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+    let mut chain: Vec<(i64, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut next = Some(id);
+    while let Some(at) = next {
+        let row: Option<(Option<i64>, Vec<u8>, Vec<u8>)> = c
+            .prepare_cached("SELECT base_id, hash, body FROM profiles WHERE id = ?1")?
+            .query_row([at], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((base, hash, body)) = row else {
+            if at == id {
+                return Ok(None);
+            }
+            return Err(StoreError::Corrupt(format!(
+                "profile {id}: its base profile {at} is gone"
+            )));
+        };
+        let body = zstd::stream::decode_all(&body[..])
+            .map_err(|e| StoreError::Corrupt(format!("profile {at}: {e}")))?;
+        chain.push((at, hash, body));
+        if chain.len() as i64 > crate::MAX_DELTA_DEPTH + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "profile {id}: its chain of patches is longer than {}",
+                crate::MAX_DELTA_DEPTH
+            )));
+        }
+        next = base;
+    }
+    let (_, _, whole) = chain
+        .pop()
+        .expect("the chain holds at least the profile asked for");
+    if chain.is_empty() {
+        return Ok(Some(whole));
+    }
+    let mut profile: keel_profile::Profile = ciborium::from_reader(&whole[..])
+        .map_err(|e| StoreError::Corrupt(format!("profile {id}'s base: {e}")))?;
+    let mut bytes = whole;
+    while let Some((at, hash, body)) = chain.pop() {
+        let patch: keel_profile::Patch = ciborium::from_reader(&body[..])
+            .map_err(|e| StoreError::Corrupt(format!("profile {at}: {e}")))?;
+        let (next, next_bytes) = keel_profile::apply_patch(&profile, &patch, hash_from(hash)?)
+            .map_err(|e| StoreError::Corrupt(format!("profile {at}: {e}")))?;
+        profile = next;
+        bytes = next_bytes;
+    }
+    Ok(Some(bytes))
 }
 
 /// A host read inside a transaction.
@@ -475,16 +546,15 @@ impl Store for SqliteStore {
                         st.execute(params![&h.0[..], data])?;
                     }
                 }
-                let body = zstd::bulk::compress(&ing.profile, 1)
-                    .map_err(|e| StoreError::Corrupt(format!("cannot compress profile: {e}")))?;
+                let (base_id, depth, body) = stored_body(&tx, ing)?;
                 let counted = ing
                     .changes
                     .iter()
                     .filter(|ch| ch.volatility != keel_profile::Volatility::Volatile)
                     .count() as i64;
                 tx.prepare_cached(
-                    "INSERT INTO profiles (host_id, hash, previous, captured_at, received_at, agent_version, size, changes, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO profiles (host_id, hash, previous, captured_at, received_at, agent_version, size, changes, body, base_id, depth)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     ing.host_id,
@@ -496,6 +566,8 @@ impl Store for SqliteStore {
                     ing.profile.len() as i64,
                     counted,
                     body,
+                    base_id,
+                    depth,
                 ])?;
                 let id = tx.last_insert_rowid();
                 {
@@ -533,16 +605,17 @@ impl Store for SqliteStore {
         self.read(|c| {
             let row = c
                 .query_row(
-                    &format!("SELECT {PROFILE_COLS}, body FROM profiles WHERE id = ?1"),
+                    &format!("SELECT {PROFILE_COLS} FROM profiles WHERE id = ?1"),
                     [id],
-                    |r| Ok((profile_row(r)?, r.get::<_, Vec<u8>>(9)?)),
+                    profile_row,
                 )
                 .optional()?;
-            let Some((summary, body)) = row else {
+            let Some(summary) = row else {
                 return Ok(None);
             };
-            let bytes = zstd::stream::decode_all(&body[..])
-                .map_err(|e| StoreError::Corrupt(format!("profile {id}: {e}")))?;
+            let Some(bytes) = read_profile(c, id)? else {
+                return Ok(None);
+            };
             Ok(Some((finish_profile(summary)?, bytes)))
         })
     }

@@ -27,6 +27,7 @@ fn ingest(host_id: i64, n: u8, blobs: Vec<(Hash, Vec<u8>)>) -> Ingest {
         received_at: i64::from(n) * 10 + 1,
         agent_version: "0.1.0".into(),
         profile: vec![n; 100],
+        delta: None,
         blobs,
         changes: vec![Change {
             section: "packages".into(),
@@ -328,6 +329,159 @@ fn watch_story(store: &dyn Store) {
     assert_eq!((log[0].attempt, log[0].ok), (2, true), "newest first");
     assert_eq!(log[1].fingerprints, ["missing-db1"]);
     assert_eq!(log[1].outcome["error"], "connection refused");
+}
+
+/// A profile with `n` packages and a capture time.
+fn real_profile(packages: usize, at: i64) -> keel_profile::Profile {
+    let mut p = keel_profile::Profile::default();
+    p.meta.hostname = "db1".into();
+    p.meta.machine_id = "m-db1".into();
+    p.meta.started_at_ms = at;
+    for i in 0..packages {
+        p.packages.packages.push(keel_profile::Package {
+            name: format!("package-{i:04}"),
+            arch: "amd64".into(),
+            version: format!("1.{i}"),
+            ..keel_profile::Package::default()
+        });
+    }
+    p
+}
+
+/// Profiles are stored as patches against the one before, whole again every
+/// `MAX_DELTA_DEPTH` or when a patch is not much smaller, and always read back whole.
+fn delta_story(store: &dyn Store) {
+    let h = store.enroll(&agent("d1", "db1", "m-db1")).unwrap();
+    let mut previous: Option<(i64, keel_profile::Profile)> = None;
+    let mut expected = Vec::new();
+    let total = keel_store::MAX_DELTA_DEPTH as usize + 5;
+    for n in 0..total {
+        let mut p = real_profile(200, 1000 + n as i64);
+        // Every tenth profile changes most packages: its patch is not worth keeping.
+        if n % 10 == 9 {
+            for pkg in &mut p.packages.packages {
+                pkg.version.push_str("+new");
+            }
+        }
+        let bytes = keel_profile::profile_bytes(&p).unwrap();
+        let hash = keel_profile::Hash::of(&bytes);
+        let delta = previous.as_ref().map(|(id, base)| {
+            let patch = keel_profile::make_patch(base, &p).unwrap();
+            let mut cbor = Vec::new();
+            ciborium::into_writer(&patch, &mut cbor).unwrap();
+            keel_store::Delta {
+                base_id: *id,
+                patch: cbor,
+            }
+        });
+        let id = store
+            .ingest(&[Ingest {
+                host_id: h.id,
+                hash,
+                previous: None,
+                captured_at: 1000 + n as i64,
+                received_at: 1000 + n as i64,
+                agent_version: "0.1.0".into(),
+                profile: bytes.clone(),
+                delta,
+                blobs: Vec::new(),
+                changes: Vec::new(),
+                alerts: Vec::new(),
+                state_rules: Vec::new(),
+            }])
+            .unwrap()[0];
+        expected.push((id, bytes));
+        previous = Some((id, p));
+    }
+    for (id, bytes) in &expected {
+        let (_, got) = store.profile(*id).unwrap().unwrap();
+        assert!(got == *bytes, "profile {id} reads back byte for byte");
+    }
+}
+
+#[test]
+fn sqlite_delta_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    delta_story(&SqliteStore::open(&path).unwrap());
+    // What is stored: patches, whole profiles where a chain would grow too long or a patch
+    // would not pay, and far less than whole profiles would take.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(Option<i64>, i64, i64)> = c
+        .prepare("SELECT base_id, depth, length(body) FROM profiles ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let whole: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(whole[0], 0, "the first profile is whole");
+    assert!(
+        whole.contains(&9),
+        "a patch changing everything is stored whole: {whole:?}"
+    );
+    assert!(rows.iter().all(|r| r.1 <= keel_store::MAX_DELTA_DEPTH));
+    let patch_bytes: i64 = rows
+        .iter()
+        .filter(|r| r.0.is_some())
+        .map(|r| r.2)
+        .max()
+        .unwrap();
+    let whole_bytes: i64 = rows
+        .iter()
+        .filter(|r| r.0.is_none())
+        .map(|r| r.2)
+        .min()
+        .unwrap();
+    assert!(
+        patch_bytes * 4 < whole_bytes,
+        "a stored patch ({patch_bytes} B) is much smaller than a whole profile ({whole_bytes} B)"
+    );
+    // A chain reaching the limit starts again whole.
+    let long_path = dir.path().join("long.db");
+    let long = SqliteStore::open(&long_path).unwrap();
+    let h = long.enroll(&agent("d2", "db1", "m-db1")).unwrap();
+    let mut prev: Option<(i64, keel_profile::Profile)> = None;
+    for n in 0..(keel_store::MAX_DELTA_DEPTH + 3) {
+        let p = real_profile(50, n);
+        let bytes = keel_profile::profile_bytes(&p).unwrap();
+        let delta = prev.as_ref().map(|(id, base)| {
+            let mut cbor = Vec::new();
+            ciborium::into_writer(&keel_profile::make_patch(base, &p).unwrap(), &mut cbor).unwrap();
+            keel_store::Delta {
+                base_id: *id,
+                patch: cbor,
+            }
+        });
+        let mut ing = ingest(h.id, 0, Vec::new());
+        ing.hash = keel_profile::Hash::of(&bytes);
+        ing.profile = bytes.clone();
+        ing.delta = delta;
+        let id = long.ingest(&[ing]).unwrap()[0];
+        assert_eq!(long.profile(id).unwrap().unwrap().1, bytes);
+        prev = Some((id, p));
+    }
+    let depths: Vec<i64> = rusqlite::Connection::open(&long_path)
+        .unwrap()
+        .prepare("SELECT depth FROM profiles ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let max = keel_store::MAX_DELTA_DEPTH;
+    assert_eq!(depths[max as usize], max, "{depths:?}");
+    assert_eq!(
+        depths[max as usize + 1],
+        0,
+        "whole again after {max} patches: {depths:?}"
+    );
+    assert_eq!(depths[max as usize + 2], 1, "{depths:?}");
 }
 
 #[test]

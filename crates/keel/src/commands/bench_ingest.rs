@@ -197,6 +197,13 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<std::process::ExitCode> {
     let wall = started.elapsed();
     server.shutdown();
     drop(rt);
+    // What the measured profiles cost in the database (its file and write-ahead log), per
+    // profile: most are stored as patches against the one before.
+    let db_bytes: u64 = ["keel.db", "keel.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
 
     let mut lat = latencies.lock().expect("not poisoned").clone();
     lat.sort();
@@ -216,6 +223,8 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<std::process::ExitCode> {
             "wall_s": wall.as_secs_f64(), "profiles_per_s": rate,
             "latency_ms": { "p50": ms(pct(0.5)), "p99": ms(pct(0.99)), "max": ms(lat[n - 1]) },
             "bytes_per_upload": per_upload,
+            "database_bytes": db_bytes,
+            "database_bytes_per_profile": db_bytes / (n as u64 + a.agents as u64),
         });
         writeln!(o, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
@@ -241,6 +250,13 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<std::process::ExitCode> {
         writeln!(
             o,
             "  upload size  {per_upload} bytes on average (patch of an unchanged profile)"
+        )?;
+        writeln!(
+            o,
+            "  database     {:.1} MB for {} profiles, {} bytes per profile",
+            db_bytes as f64 / 1e6,
+            n + a.agents,
+            db_bytes / (n as u64 + a.agents as u64)
         )?;
     }
     Ok(std::process::ExitCode::SUCCESS)
