@@ -33,9 +33,6 @@ enum Command {
     /// Alert rules: test them on profiles offline, check them, manage a server's rules.
     #[command(subcommand)]
     Rules(commands::rules::Rules),
-    /// Rebuild a profiled system on other disks: plan the layout, check a plan.
-    #[command(subcommand)]
-    Recover(commands::recover::Recover),
     /// Start here: run the server on its embedded defaults and watch this machine with it.
     Up(commands::up::Args),
     /// Run the central server: agents send it profiles; it keeps history and diffs.
@@ -49,6 +46,12 @@ enum Command {
     Alerts(commands::alerts::Args),
     /// List a host's profiles stored on a server, newest first.
     Profiles(commands::profiles::Args),
+    /// The rescue environment: `keel rescue build` makes it; `keel rescue` runs inside it,
+    /// lists the disks and runs the recovery kit it finds.
+    Rescue(commands::rescue::Args),
+    /// Rebuild a profiled system on other disks: plan the layout, check a plan.
+    #[command(subcommand)]
+    Recover(commands::recover::Recover),
 }
 
 fn main() -> ExitCode {
@@ -59,7 +62,6 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&a),
         Command::Keygen(a) => commands::keygen::run(&a),
         Command::Bench(b) => commands::bench::run(b),
-        Command::Recover(r) => commands::recover::run(&r),
         Command::Up(a) => commands::up::run(&a),
         Command::Server(a) => commands::server::run(&a),
         Command::Agent(a) => commands::agent::run(&a),
@@ -67,6 +69,8 @@ fn main() -> ExitCode {
         Command::Hosts(a) => commands::hosts::run(&a),
         Command::Alerts(a) => commands::alerts::run(&a),
         Command::Profiles(a) => commands::profiles::run(&a),
+        Command::Rescue(a) => commands::rescue::run(&a),
+        Command::Recover(r) => commands::recover::run(&r),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod keygen;
 pub mod profiles;
 pub mod recover;
+pub mod rescue;
 pub mod rules;
 pub mod schedule;
 pub mod server;
