@@ -364,4 +364,179 @@ pub enum ApplyError {
     /// A step failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// The journal cannot be used.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A step the journal records as done no longer holds.
+    #[error(
+        "step {step} ({description}) was done by an earlier run, but {message}\nhint: the \
+         disks changed since; release what is held (keel recover release), remove the journal \
+         and apply the plan from the start"
+    )]
+    Resume {
+        /// The step's number (from 1).
+        step: usize,
+        /// What the step does.
+        description: String,
+        /// What no longer holds.
+        message: String,
+    },
+    /// The executor could not get ready (attach an image, read a disk).
+    #[error("cannot start applying the plan: {0}")]
+    Prepare(String),
+}
+
+/// What went wrong running the storage tools, or checking what they did.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// The program could not be started.
+    #[error(
+        "cannot run {program}: {source}\nhint: the rescue environment needs {program} on the \
+         PATH (package {package})"
+    )]
+    NotRun {
+        /// The program.
+        program: String,
+        /// The Debian package that has it.
+        package: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ran past its deadline and was stopped.
+    #[error("`{command}` did not finish within {} s and was stopped{}", secs(*.timeout), tail(.stderr))]
+    TimedOut {
+        /// The command line.
+        command: String,
+        /// The deadline.
+        timeout: std::time::Duration,
+        /// The last lines it wrote to standard error.
+        stderr: String,
+    },
+    /// The program failed.
+    #[error("`{command}` failed ({status}){}", tail(.stderr))]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it ended (`exit status 1`).
+        status: String,
+        /// The last lines it wrote to standard error (or standard output when that was empty).
+        stderr: String,
+    },
+    /// A tool reported success but the result is not what the plan asked for, or a device
+    /// the step needs is missing.
+    #[error("{what}")]
+    Unexpected {
+        /// What, naming the device, possibly with a hint line.
+        what: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SystemError {
+    /// An [`SystemError::Unexpected`] with this text.
+    pub(crate) fn unexpected(what: impl Into<String>) -> Self {
+        SystemError::Unexpected { what: what.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SystemError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.0}", d.as_secs_f64())
+}
+
+/// The last lines of a tool's output, indented under the command.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let from = lines.len().saturating_sub(8);
+    let mut s = String::from(":");
+    for l in &lines[from..] {
+        s.push_str("\n  ");
+        s.push_str(l.trim_end());
+    }
+    s
+}
+
+/// A journal that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The journal was written for another plan.
+    #[error(
+        "{} is the journal of another plan (plan hash {found}, this plan's is {expected})\nhint: \
+         give this plan its own journal with --journal FILE; remove the old one only once \
+         nothing of the other apply is still in use (keel recover release)",
+        path.display()
+    )]
+    OtherPlan {
+        /// The journal.
+        path: PathBuf,
+        /// The plan hash it records.
+        found: String,
+        /// This plan's hash.
+        expected: String,
+    },
+    /// The journal was written with another target root.
+    #[error(
+        "{} records the target root {}, not {}\nhint: resume with --target-root {}",
+        path.display(),
+        recorded.display(),
+        given.display(),
+        recorded.display()
+    )]
+    OtherRoot {
+        /// The journal.
+        path: PathBuf,
+        /// The target root it records.
+        recorded: PathBuf,
+        /// The one given now.
+        given: PathBuf,
+    },
+    /// The journal is not one this version reads.
+    #[error(
+        "{} is not a journal this keel can read: {why}\nhint: it may be damaged or from a newer \
+         keel; release what the apply holds (keel recover release) and start again with \
+         another --journal",
+        path.display()
+    )]
+    Unreadable {
+        /// The journal.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Another apply holds the plan.
+    #[error(
+        "another keel recover apply is running with {}\nhint: wait for it to finish, or stop it",
+        path.display()
+    )]
+    Busy {
+        /// The plan or journal that is locked.
+        path: PathBuf,
+    },
+    /// Reading or writing failed.
+    #[error("cannot write or read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -512,16 +512,16 @@ fn vpd_serial(page: &[u8]) -> Option<String> {
 
 /// One mount, as far as safety needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MountLine {
-    major: u32,
-    minor: u32,
-    mountpoint: String,
-    source: String,
+pub(crate) struct MountLine {
+    pub major: u32,
+    pub minor: u32,
+    pub mountpoint: String,
+    pub source: String,
 }
 
 /// The mounts in mountinfo text (proc(5)); malformed lines are skipped, since a line this
 /// reader cannot parse cannot name a target either.
-fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<MountLine> {
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(' ').collect();

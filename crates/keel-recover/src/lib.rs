@@ -9,6 +9,14 @@
 //! [`check`] refuses a plan whose disks are no longer the ones present, [`Host::check_safe`]
 //! refuses disks that are in use, and [`apply`] runs the steps through an [`Executor`].
 //!
+//! Three executors carry steps out: [`System`] runs the tools (sfdisk, mdadm, cryptsetup, LVM,
+//! mkfs, mount) on the machine without needing udev, [`DryRun`] says what each step would do,
+//! and [`Recording`] keeps what it was given. [`apply_journaled`] keeps a [`Journal`] next to
+//! the plan, so that a rerun after an interruption checks the steps already done and goes on
+//! from the first one that is not. Everything the real executor attaches, assembles, opens,
+//! activates or mounts is a [`Guard`], released when it is dropped unless kept for the next
+//! phase of the recovery; [`release`] undoes what a finished or killed apply left in place.
+//!
 //! ```
 //! use keel_recover::{sample, PlanOptions, Recording, Step, GIB};
 //!
@@ -37,10 +45,14 @@
 //! ```
 
 mod check;
+mod cmd;
 mod display;
 mod error;
 mod exec;
+pub mod guard;
 mod host;
+mod journal;
+mod kernel;
 mod layout;
 mod map;
 mod plan;
@@ -48,21 +60,31 @@ pub mod sample;
 mod size;
 mod source;
 mod step;
+mod system;
 mod target;
+mod tools;
 
 pub use check::check;
 pub use error::{
-    ApplyError, CheckError, ExecError, InventoryError, MinimumLine, PlanError, Refusal,
-    RefusalReason, SafetyError, Shortfall,
+    ApplyError, CheckError, ExecError, InventoryError, JournalError, MinimumLine, PlanError,
+    Refusal, RefusalReason, SafetyError, Shortfall, SystemError,
 };
-pub use exec::{apply, execute, recheck, DryRun, Executor, Recording, StepError};
+pub use exec::{
+    apply, apply_journaled, execute, recheck, recheck_resuming, Applied, DryRun, Executor,
+    Progress, Recording, StepError,
+};
+pub use guard::{Guard, Guards, Resource};
 pub use host::Host;
+pub use journal::{
+    lock as lock_plan, Journal, JournalStep, StepState, DEFAULT_TARGET_ROOT, JOURNAL_FORMAT,
+};
 pub use plan::{
     plan, DiskMapping, PartitionChange, Plan, PlanOptions, PlanSource, SourceDisk, UnusedTarget,
     VolumeChange, VolumeKind, PLAN_FORMAT,
 };
 pub use size::{human, GIB, KIB, MIB, TIB};
 pub use step::{NewPartition, Step, TableLabel};
+pub use system::{release, Released, System, SystemOptions};
 pub use target::{partition_path, Device, DiskKind, TargetDisk};
 
 #[cfg(test)]

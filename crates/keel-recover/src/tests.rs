@@ -1199,3 +1199,75 @@ fn the_plan_prints_for_people() {
         "{text}"
     );
 }
+
+#[test]
+fn the_encrypted_raid_sample_plans_every_layer_with_valid_commands() {
+    let profile = sample::encrypted_raid_profile();
+    let t: Vec<TargetDisk> = ["A", "B"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| TargetDisk {
+            path: format!("/dev/vd{}", ["b", "c"][i]),
+            name: Some(format!("vd{}", ["b", "c"][i])),
+            size_bytes: GIB,
+            logical_sector_size: 512,
+            serial: Some(format!("KEEL-ENC-{s}")),
+            kind: DiskKind::Virtio,
+            ..TargetDisk::default()
+        })
+        .collect();
+    let plan = plan(&profile, &t, &opts()).unwrap();
+    assert_sane(&plan);
+    assert!(
+        plan.disk_map[0].reason.contains("serial"),
+        "{:?}",
+        plan.disk_map
+    );
+    let steps: Vec<String> = plan.steps.iter().map(Step::describe).collect();
+    let kinds: Vec<&str> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::WipeSignatures { .. } => "wipe",
+            Step::PartitionTable { .. } => "table",
+            Step::CreateRaid { .. } => "raid",
+            Step::CreateLuks { .. } => "luks",
+            Step::CreatePv { .. } => "pv",
+            Step::CreateVg { .. } => "vg",
+            Step::CreateLv { .. } => "lv",
+            Step::Mkfs { .. } => "mkfs",
+            Step::Mkswap { .. } => "mkswap",
+            Step::Mount { .. } => "mount",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "wipe", "table", "wipe", "table", "raid", "luks", "pv", "vg", "lv", "lv", "lv", "mkfs",
+            "mkfs", "mkfs", "mkfs", "mkswap", "mount", "mount", "mount"
+        ],
+        "{steps:#?}"
+    );
+    let mut o = crate::SystemOptions::for_plan(&plan);
+    o.luks_key_file = Some("/kit/luks.key".into());
+    let system = crate::System::new(&plan, o);
+    let mut all = Vec::new();
+    for s in &plan.steps {
+        all.extend(system.preview(s).unwrap());
+    }
+    let all = all.join("\n");
+    for want in [
+        "mdadm --create /dev/md0 --run --level=raid1 --raid-devices=2 --metadata=1.2 \
+         --bitmap=internal --uuid=4b45454c:72656364:72616964:2d6d6430 \
+         --homehost=sample-encrypted --name=0 /dev/vdb2 /dev/vdc2",
+        "cryptsetup luksFormat --batch-mode --type luks2 --uuid \
+         4b45454c-6c75-6b73-2d63-727970747430 --key-file /kit/luks.key --cipher aes-xts-plain64 \
+         --label cryptroot /dev/md0",
+        "--uuid KeelPV-samp-leen-cryp-tedr-aid0-pv0001 --norestorefile /dev/mapper/cryptroot",
+        "mkfs.vfat -i 4B450E51 -n ESP /dev/vdb1",
+        "mkfs.xfs -f -q -m uuid=4b45454c-7372-762d-7866-730000000002 -L srv /dev/mapper/vg0-srv",
+        "mount -t vfat -o umask=0077 /dev/vdb1 /mnt/keel-target/boot/efi",
+    ] {
+        assert!(all.contains(want), "no {want:?} in\n{all}");
+    }
+}

@@ -1,7 +1,10 @@
 //! keel-recover against real devices and real captures: planning from a captured image,
-//! refusing disks in use, and planning speed.
+//! applying plans onto image files and loop devices, refusing disks in use, and planning
+//! speed.
 
+mod apply;
 mod captured;
+mod refusals;
 mod safety;
 mod speed;
 mod support;

@@ -91,7 +91,48 @@ impl LoopDevice {
         };
         // This kernel may not scan partition tables itself (`losetup -P` makes no nodes).
         run("partx", &["-a", &lo.dev])?;
+        lo.wait_for_nodes()?;
         Ok(lo)
+    }
+
+    /// Waits until each partition's node is there with the numbers sysfs gives: devtmpfs
+    /// makes them a moment later, and a node left from a partition of the same name that
+    /// other tests just deleted would point elsewhere.
+    fn wait_for_nodes(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let name = self.dev.trim_start_matches("/dev/");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for e in fs::read_dir(format!("/sys/block/{name}"))
+            .unwrap()
+            .filter_map(Result::ok)
+        {
+            let Ok(numbers) = fs::read_to_string(e.path().join("dev")) else {
+                continue;
+            };
+            if !e.path().join("partition").exists() {
+                continue;
+            }
+            let (major, minor) = numbers.trim().split_once(':').unwrap();
+            let want = (major.parse::<u64>().unwrap(), minor.parse::<u64>().unwrap());
+            let node = format!("/dev/{}", e.file_name().to_string_lossy());
+            loop {
+                let have = fs::metadata(&node).ok().map(|m| {
+                    let d = m.rdev();
+                    (
+                        ((d >> 32) & 0xffff_f000) | ((d >> 8) & 0xfff),
+                        ((d >> 12) & 0xffff_ff00) | (d & 0xff),
+                    )
+                });
+                if have == Some(want) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{node} did not appear as {major}:{minor}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     pub fn part(&self, n: u32) -> String {
@@ -136,5 +177,68 @@ impl Drop for Mounted {
             std::thread::sleep(Duration::from_millis(100 * attempt));
         }
         let _ = run("umount", &["-l", &at]);
+    }
+}
+
+/// What `blkid -p` finds on a device, as `KEY=value` pairs.
+pub fn blkid(dev: &str) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "export", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// A source system on an image file: its partition table (an sfdisk script), the
+/// filesystems to make on its partitions, and its fstab. Captured into a profile with the
+/// real collector.
+pub struct Source {
+    pub size: u64,
+    pub table: String,
+    /// Partition number, mkfs program, its arguments (before the device).
+    pub mkfs: Vec<(u32, &'static str, Vec<String>)>,
+    /// Partition number and mountpoint, parents first (the root first).
+    pub mounts: Vec<(u32, &'static str)>,
+    pub fstab: String,
+}
+
+impl Source {
+    /// Makes the image in `dir`, puts `data_mib` MiB of data in its root, and captures it.
+    pub fn capture(&self, dir: &Path, data_mib: usize) -> Result<keel_profile::Profile, String> {
+        let img = dir.join("source.img");
+        image(&img, self.size, &self.table);
+        let lo = LoopDevice::attach(&img)?;
+        for (n, program, args) in &self.mkfs {
+            let mut a: Vec<String> = args.clone();
+            a.push(lo.part(*n));
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            run(program, &a)?;
+        }
+        let root = dir.join("source-root");
+        let mut mounted = Vec::new();
+        for (n, mp) in &self.mounts {
+            let at = root.join(mp.trim_start_matches('/'));
+            mounted.push(Mounted::new(&lo.part(*n), &at));
+            if *mp == "/" {
+                fs::create_dir_all(root.join("etc")).unwrap();
+                fs::write(root.join("etc/fstab"), &self.fstab).unwrap();
+                fs::write(root.join("data"), vec![7u8; data_mib * MIB as usize]).unwrap();
+            }
+        }
+        run("sync", &[])?;
+        let mut opts = keel_collect::Options::new(&root);
+        opts.state_dir = dir.join("state");
+        let file = keel_collect::capture(&opts).map_err(|e| e.to_string());
+        while let Some(m) = mounted.pop() {
+            drop(m);
+        }
+        drop(lo);
+        Ok(file?.profile)
     }
 }
