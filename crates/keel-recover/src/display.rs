@@ -111,7 +111,14 @@ impl fmt::Display for Plan {
         }
 
         if !self.volumes.is_empty() {
-            writeln!(f, "\nRAID and LVM")?;
+            let raid = self.volumes.iter().any(|v| v.kind == VolumeKind::Raid);
+            let lvm = self.volumes.iter().any(|v| v.kind != VolumeKind::Raid);
+            let title = match (raid, lvm) {
+                (true, false) => "RAID",
+                (false, true) => "LVM",
+                _ => "RAID and LVM",
+            };
+            writeln!(f, "\n{title}")?;
             let mut rows = vec![vec![
                 "NAME".into(),
                 "KIND".into(),

@@ -8,6 +8,12 @@
 //!
 //! [`encrypted_raid_profile`] is a small UEFI server whose RAID 1 holds LUKS2 with LVM inside:
 //! every layer Keel rebuilds, on disks small enough for a test machine.
+//!
+//! One profile for each common layout, with fixed identities, sizes and usage, so that the
+//! printed plans can be compared with snapshots: [`bios_ext4_profile`] (GPT, BIOS, one ext4
+//! root), [`uefi_lvm_profile`] (GPT, UEFI, `/boot`, LVM with root, home and swap),
+//! [`mirrored_lvm_profile`] (RAID 1 over two disks, LVM on top) and [`mbr_logical_profile`]
+//! (MBR with logical partitions). [`targets`] makes target disks of any kind.
 
 use keel_profile::{
     CrypttabEntry, Disk, Filesystem, FstabEntry, Luks, LvmLv, LvmPv, LvmVg, MdArray, Meta,
@@ -26,6 +32,8 @@ pub const LINUX_RAID: &str = "a19d880f-05fc-4d3b-a006-743f0f84911e";
 pub const LINUX_FS: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 /// GPT type of an EFI system partition.
 pub const EFI_SYSTEM: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+/// GPT type of an LVM physical volume.
+pub const LINUX_LVM: &str = "e6d6d379-f507-44c2-a23c-238f2a3df928";
 /// GPT type of Linux swap.
 pub const LINUX_SWAP: &str = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
 
@@ -419,6 +427,318 @@ pub fn encrypted_raid_profile() -> Profile {
         usage("/srv", 320 * MIB, 20 * MIB),
     ];
     p
+}
+
+// ------------------------------------------------------------------ one layout each
+
+/// A profile with one host name and nothing else yet.
+fn named(hostname: &str) -> Profile {
+    Profile {
+        meta: Meta {
+            hostname: hostname.into(),
+            ..Meta::default()
+        },
+        ..Profile::default()
+    }
+}
+
+/// A source disk with a fixed identity: serial `SAMPLE-{name}`, id `serial:SAMPLE-{name}`.
+fn source_disk(name: &str, size: u64, transport: &str, pttype: &str, table_id: &str) -> Disk {
+    let serial = format!("SAMPLE-{name}");
+    Disk {
+        id: format!("serial:{serial}"),
+        name: name.into(),
+        model: Some("SAMPLE DISK".into()),
+        serial: Some(serial),
+        size_bytes: size,
+        transport: Some(transport.into()),
+        logical_sector_size: 512,
+        physical_sector_size: 4096,
+        pttype: Some(pttype.into()),
+        ptuuid: Some(table_id.into()),
+        ..Disk::default()
+    }
+}
+
+/// A partition of `disk` (its id) starting at `start_mib`.
+fn partition(disk: &Disk, number: u32, start_mib: u64, size: u64, t: &str, u: u32) -> Partition {
+    let sep = if disk.name.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    Partition {
+        disk: disk.id.clone(),
+        number,
+        name: format!("{}{sep}{number}", disk.name),
+        start: start_mib * MIB / 512,
+        size_bytes: size,
+        part_type: t.into(),
+        partuuid: Some(uuid(u)),
+        partlabel: None,
+        flags: Vec::new(),
+    }
+}
+
+fn filesystem(dev: &str, fstype: &str, uuid: &str) -> Filesystem {
+    Filesystem {
+        uuid: Some(uuid.into()),
+        device: dev.into(),
+        fstype: fstype.into(),
+        label: None,
+        size_bytes: None,
+    }
+}
+
+fn mount(uuid: &str, mp: &str, fstype: &str, options: &str, pass: u32) -> FstabEntry {
+    FstabEntry {
+        spec: format!("UUID={uuid}"),
+        mountpoint: mp.into(),
+        fstype: fstype.into(),
+        options: options.into(),
+        dump: 0,
+        pass,
+    }
+}
+
+fn usage(mp: &str, size: u64, used: u64) -> Usage {
+    Usage {
+        mountpoint: mp.into(),
+        size_bytes: size,
+        used_bytes: used,
+        inodes_used: 0,
+    }
+}
+
+/// Linear logical volumes of `vg`, with their sizes.
+fn linear_lvs(vg: &str, lvs: &[(&str, u64)]) -> Vec<LvmLv> {
+    lvs.iter()
+        .map(|&(name, size)| LvmLv {
+            vg: vg.into(),
+            name: name.into(),
+            uuid: format!("SAMPLE-{vg}-{name}"),
+            size_bytes: size,
+            segtype: "linear".into(),
+            attributes: "-wi-ao----".into(),
+        })
+        .collect()
+}
+
+/// Volume group `vg` (4 MiB extents) on one physical volume of `pv_size` at `device`.
+fn one_pv_vg(vg: &str, device: &str, pv_size: u64, used: u64) -> (LvmPv, LvmVg) {
+    let extent = 4 * MIB;
+    let size = (pv_size - MIB) / extent * extent;
+    (
+        LvmPv {
+            uuid: format!("SAMPLE-{vg}-pv0"),
+            device: device.into(),
+            vg: vg.into(),
+            size_bytes: pv_size,
+        },
+        LvmVg {
+            name: vg.into(),
+            uuid: format!("SAMPLE-{vg}"),
+            extent_size: extent,
+            size_bytes: size,
+            free_bytes: size - used,
+        },
+    )
+}
+
+/// A BIOS machine on one 32 GiB SATA disk `sda` with a GPT: a BIOS boot partition and one
+/// ext4 root filesystem (6 GiB used) filling the rest.
+pub fn bios_ext4_profile() -> Profile {
+    let mut p = named("sample-bios");
+    let st = &mut p.storage;
+    let sda = source_disk("sda", 32 * GIB, "sata", "gpt", &uuid(0x1000));
+    st.partitions = vec![
+        partition(&sda, 1, 1, MIB, BIOS_BOOT, 0x1001),
+        partition(&sda, 2, 2, 32 * GIB - 3 * MIB, LINUX_FS, 0x1002),
+    ];
+    st.disks.push(sda);
+    let root = uuid(0x1100);
+    st.filesystems = vec![filesystem("/dev/sda2", "ext4", &root)];
+    st.fstab = vec![mount(&root, "/", "ext4", "errors=remount-ro", 1)];
+    st.usage = vec![usage("/", 32 * GIB - 3 * MIB, 6 * GIB)];
+    p
+}
+
+/// A UEFI machine on one 128 GiB `NVMe` disk `nvme0n1` with a GPT: a 512 MiB EFI system
+/// partition on `/boot/efi`, a 1 GiB ext4 `/boot`, and an LVM physical volume filling the rest
+/// for `vg0`: `root` (ext4, `/`, 30 GiB, 9 GiB used), `home` (ext4, `/home`, 80 GiB, 45 GiB
+/// used) and 8 GiB of swap.
+pub fn uefi_lvm_profile() -> Profile {
+    let mut p = named("sample-uefi-lvm");
+    let st = &mut p.storage;
+    let disk = source_disk("nvme0n1", 128 * GIB, "nvme", "gpt", &uuid(0x2000));
+    let esp = 512 * MIB;
+    let pv = 128 * GIB - 2 * MIB - esp - GIB;
+    st.partitions = vec![
+        partition(&disk, 1, 1, esp, EFI_SYSTEM, 0x2001),
+        partition(&disk, 2, 513, GIB, LINUX_FS, 0x2002),
+        partition(&disk, 3, 1537, pv, LINUX_LVM, 0x2003),
+    ];
+    st.disks.push(disk);
+    let lvs = [("root", 30 * GIB), ("home", 80 * GIB), ("swap", 8 * GIB)];
+    let (lvm_pv, vg) = one_pv_vg("vg0", "/dev/nvme0n1p3", pv, 118 * GIB);
+    st.lvm_pvs = vec![lvm_pv];
+    st.lvm_vgs = vec![vg];
+    st.lvm_lvs = linear_lvs("vg0", &lvs);
+    let (efi, boot, root, home, swap) = (
+        "5A3E-0001".to_string(),
+        uuid(0x2100),
+        uuid(0x2101),
+        uuid(0x2102),
+        uuid(0x2103),
+    );
+    st.filesystems = vec![
+        filesystem("/dev/nvme0n1p1", "vfat", &efi),
+        filesystem("/dev/nvme0n1p2", "ext4", &boot),
+        filesystem("/dev/nvme0n1p3", "LVM2_member", &uuid(0x2104)),
+        filesystem("/dev/mapper/vg0-root", "ext4", &root),
+        filesystem("/dev/mapper/vg0-home", "ext4", &home),
+        filesystem("/dev/mapper/vg0-swap", "swap", &swap),
+    ];
+    st.fstab = vec![
+        mount(&root, "/", "ext4", "errors=remount-ro", 1),
+        mount(&boot, "/boot", "ext4", "defaults", 2),
+        mount(&efi, "/boot/efi", "vfat", "umask=0077", 1),
+        mount(&home, "/home", "ext4", "defaults", 2),
+        mount(&swap, "none", "swap", "sw", 0),
+    ];
+    st.usage = vec![
+        usage("/", 30 * GIB, 9 * GIB),
+        usage("/boot", GIB, 180 * MIB),
+        usage("/boot/efi", esp, 8 * MIB),
+        usage("/home", 80 * GIB, 45 * GIB),
+    ];
+    p
+}
+
+/// A BIOS machine with two 64 GiB SATA disks `sda` and `sdb` (GPT): each holds a BIOS boot
+/// partition and a member of `md0` (RAID 1, metadata 1.2) filling the rest. `md0` is the
+/// physical volume of `vg0`: `root` (ext4, `/`, 20 GiB, 7 GiB used), `var` (ext4, `/var`,
+/// 16 GiB, 5 GiB used) and 4 GiB of swap.
+pub fn mirrored_lvm_profile() -> Profile {
+    let mut p = named("sample-mirror");
+    let st = &mut p.storage;
+    let size = 64 * GIB;
+    let member = size - 3 * MIB;
+    for (i, name) in ["sda", "sdb"].into_iter().enumerate() {
+        let n = 0x10 * i as u32;
+        let d = source_disk(name, size, "sata", "gpt", &uuid(0x3000 + n));
+        st.partitions
+            .push(partition(&d, 1, 1, MIB, BIOS_BOOT, 0x3001 + n));
+        st.partitions
+            .push(partition(&d, 2, 2, member, LINUX_RAID, 0x3002 + n));
+        st.filesystems.push(filesystem(
+            &format!("/dev/{name}2"),
+            "linux_raid_member",
+            &uuid(0x3100),
+        ));
+        st.disks.push(d);
+    }
+    let array = md_usable(member);
+    st.md_arrays.push(MdArray {
+        uuid: uuid(0x3100),
+        name: "md0".into(),
+        level: "raid1".into(),
+        metadata: Some("1.2".into()),
+        devices: vec!["/dev/sda2".into(), "/dev/sdb2".into()],
+        size_bytes: array,
+        state: Some("active".into()),
+    });
+    let lvs = [("root", 20 * GIB), ("var", 16 * GIB), ("swap", 4 * GIB)];
+    let (pv, vg) = one_pv_vg("vg0", "/dev/md0", array, 40 * GIB);
+    st.lvm_pvs = vec![pv];
+    st.lvm_vgs = vec![vg];
+    st.lvm_lvs = linear_lvs("vg0", &lvs);
+    let (root, var, swap) = (uuid(0x3200), uuid(0x3201), uuid(0x3202));
+    st.filesystems.extend([
+        filesystem("/dev/md0", "LVM2_member", &uuid(0x3203)),
+        filesystem("/dev/mapper/vg0-root", "ext4", &root),
+        filesystem("/dev/mapper/vg0-var", "ext4", &var),
+        filesystem("/dev/mapper/vg0-swap", "swap", &swap),
+    ]);
+    st.fstab = vec![
+        mount(&root, "/", "ext4", "errors=remount-ro", 1),
+        mount(&var, "/var", "ext4", "defaults", 2),
+        mount(&swap, "none", "swap", "sw", 0),
+    ];
+    st.usage = vec![
+        usage("/", 20 * GIB, 7 * GIB),
+        usage("/var", 16 * GIB, 5 * GIB),
+    ];
+    p
+}
+
+/// A BIOS machine on one 24 GiB SATA disk `sda` with an MBR partition table: a bootable
+/// primary ext4 root (`sda1`, 18 GiB, 5 GiB used), and an extended partition (`sda2`) holding
+/// two logical ones: 2 GiB of swap (`sda5`) and an ext4 `/home` (`sda6`, 1 GiB used).
+pub fn mbr_logical_profile() -> Profile {
+    let mut p = named("sample-mbr");
+    let st = &mut p.storage;
+    let sda = source_disk("sda", 24 * GIB, "sata", "dos", "0x5a3e0001");
+    let root = 18 * GIB;
+    let ext_start = 1 + 18 * 1024;
+    let ext = 24 * GIB - MIB - root;
+    let swap = 2 * GIB - MIB;
+    let home = ext - 2 * MIB - swap;
+    let mut primary = partition(&sda, 1, 1, root, "0x83", 0);
+    primary.flags = vec!["bootable".into()];
+    let mut parts = vec![
+        primary,
+        partition(&sda, 2, ext_start, ext, "0x05", 0),
+        partition(&sda, 5, ext_start + 1, swap, "0x82", 0),
+        partition(&sda, 6, ext_start + 2 + 2047, home, "0x83", 0),
+    ];
+    for p in &mut parts {
+        p.partuuid = Some(format!("5a3e0001-{:02}", p.number));
+    }
+    st.partitions = parts;
+    st.disks.push(sda);
+    let (r, s, h) = (uuid(0x4100), uuid(0x4101), uuid(0x4102));
+    st.filesystems = vec![
+        filesystem("/dev/sda1", "ext4", &r),
+        filesystem("/dev/sda5", "swap", &s),
+        filesystem("/dev/sda6", "ext4", &h),
+    ];
+    st.fstab = vec![
+        mount(&r, "/", "ext4", "errors=remount-ro", 1),
+        mount(&h, "/home", "ext4", "defaults", 2),
+        mount(&s, "none", "swap", "sw", 0),
+    ];
+    st.usage = vec![usage("/", root, 5 * GIB), usage("/home", home, GIB)];
+    p
+}
+
+/// Target disks of one kind and the given sizes, with fixed identities: `NVMe` ones are
+/// `/dev/nvme0n1`, `/dev/nvme1n1`, … (as [`nvme_targets`]); SATA ones `/dev/sda`, `/dev/sdb`,
+/// …; virtio ones `/dev/vda`, `/dev/vdb`, …
+pub fn targets(kind: DiskKind, sizes: &[u64]) -> Vec<TargetDisk> {
+    if kind == DiskKind::Nvme {
+        return nvme_targets(sizes);
+    }
+    let prefix = if kind == DiskKind::Virtio { "vd" } else { "sd" };
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let name = format!("{prefix}{}", char::from(b'a' + i as u8));
+            TargetDisk {
+                path: format!("/dev/{name}"),
+                name: Some(name.clone()),
+                size_bytes: size,
+                logical_sector_size: 512,
+                model: Some(format!("SAMPLE {}", kind.as_str().to_uppercase())),
+                serial: Some(format!("SAMPLE-{}-{i}", kind.as_str().to_uppercase())),
+                wwn: (kind != DiskKind::Virtio).then(|| format!("0x5000c500000001{i:02x}")),
+                kind,
+                rotational: kind == DiskKind::Sata,
+                ..TargetDisk::default()
+            }
+        })
+        .collect()
 }
 
 /// `NVMe` target disks of the given sizes: `/dev/nvme0n1`, `/dev/nvme1n1`, …

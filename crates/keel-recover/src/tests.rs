@@ -1271,3 +1271,355 @@ fn the_encrypted_raid_sample_plans_every_layer_with_valid_commands() {
         assert!(all.contains(want), "no {want:?} in\n{all}");
     }
 }
+
+// ------------------------------------------------------------------ refusals, one at a time
+
+/// A fake machine for one refusal at a time: two blank 64 GiB `NVMe` disks, `nvme0n1` (serial
+/// `FAKE-NVME-0`, partitions 1 and 2) and `nvme1n1` (serial `FAKE-NVME-1`, partition 1), with
+/// nothing mounted from them (the root filesystem is an overlay), no swap and no arrays. Each
+/// test makes one thing busy or changes one thing, then applies a plan made for `nvme0n1`.
+struct Machine {
+    dir: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let m = Machine {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for (i, parts) in [(0u32, 2u32), (1, 1)] {
+            let name = format!("nvme{i}n1");
+            let sys = format!(
+                "sys/devices/pci0000:00/0000:00:0{}.0/nvme/nvme{i}/{name}",
+                4 + i
+            );
+            let devno = format!("259:{}", 10 * i);
+            m.block(&sys, &name, &devno, 64 * GIB);
+            m.write(&format!("{sys}/device/serial"), &format!("FAKE-NVME-{i}\n"));
+            m.write(&format!("{sys}/wwid"), &format!("eui.00000000000000f{i}\n"));
+            for n in 1..=parts {
+                let p = format!("{name}p{n}");
+                let dir = format!("{sys}/{p}");
+                m.block(&dir, &p, &format!("259:{}", 10 * i + n), GIB);
+                m.write(&format!("{dir}/partition"), &format!("{n}\n"));
+            }
+        }
+        m.write(
+            "proc/self/mountinfo",
+            "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+             27 1 0:30 / / rw,relatime - overlay overlay rw\n",
+        );
+        m.write(
+            "proc/swaps",
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n",
+        );
+        m.write(
+            "proc/mdstat",
+            "Personalities : [raid1]\nunused devices: <none>\n",
+        );
+        m
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    fn link(&self, rel: &str, to: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(self.path(to), p).unwrap();
+    }
+
+    /// A block device's sysfs directory `sys`, its class and number links, and its /dev node.
+    fn block(&self, sys: &str, name: &str, devno: &str, size: u64) {
+        self.write(&format!("{sys}/size"), &format!("{}\n", size / 512));
+        self.write(&format!("{sys}/queue/logical_block_size"), "512\n");
+        for d in ["holders", "slaves"] {
+            std::fs::create_dir_all(self.path(&format!("{sys}/{d}"))).unwrap();
+        }
+        self.link(&format!("sys/class/block/{name}"), sys);
+        self.link(&format!("sys/dev/block/{devno}"), sys);
+        self.write(&format!("dev/{name}"), "");
+    }
+
+    /// A virtual block device (an array or a device-mapper device) built on `on`.
+    fn virtual_on(&self, name: &str, devno: &str, on: &str) -> String {
+        let sys = format!("sys/devices/virtual/block/{name}");
+        self.block(&sys, name, devno, GIB);
+        self.link(
+            &format!("{sys}/slaves/{on}"),
+            &format!("sys/class/block/{on}"),
+        );
+        self.link(
+            &format!("sys/class/block/{on}/holders/{name}"),
+            &format!("sys/class/block/{name}"),
+        );
+        sys
+    }
+
+    fn host(&self) -> crate::Host {
+        crate::Host::at(self.dir.path())
+    }
+
+    /// A plan rebuilding [`virtio_server`] onto `/dev/nvme0n1`, read from this machine.
+    fn plan(&self) -> Plan {
+        let inv = self.host().inventory(&["/dev/nvme0n1"]).unwrap();
+        plan(&virtio_server(), &inv, &opts()).unwrap()
+    }
+
+    /// Applies `plan` with a recording executor; returns the error, having checked that no
+    /// step ran.
+    fn refused(&self, plan: &Plan) -> crate::ApplyError {
+        let mut rec = Recording::default();
+        let e = crate::apply(plan, &self.host(), &mut rec).unwrap_err();
+        assert!(rec.steps.is_empty(), "steps ran before the refusal: {e}");
+        e
+    }
+
+    /// The refusals [`crate::Host::check_safe`] finds for `/dev/nvme0n1`.
+    fn refusals(&self) -> Vec<crate::Refusal> {
+        let host = self.host();
+        let inv = host.inventory(&["/dev/nvme0n1"]).unwrap();
+        match host.check_safe(&inv) {
+            Ok(()) => Vec::new(),
+            Err(crate::SafetyError::Refused(found)) => found,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn the_fake_machine_is_safe_until_something_uses_it() {
+    let m = Machine::new();
+    assert_eq!(m.refusals(), []);
+    let plan = m.plan();
+    let mut rec = Recording::default();
+    assert_eq!(
+        crate::apply(&plan, &m.host(), &mut rec).unwrap(),
+        plan.steps.len()
+    );
+}
+
+#[test]
+fn refuses_a_mounted_disk() {
+    let m = Machine::new();
+    let plan = m.plan();
+    m.write(
+        "proc/self/mountinfo",
+        "27 1 0:30 / / rw,relatime - overlay overlay rw\n\
+         40 27 259:1 / /srv rw,relatime - ext4 /dev/nvme0n1p1 rw\n",
+    );
+    assert_eq!(
+        m.refusals(),
+        [crate::Refusal {
+            disk: "/dev/nvme0n1".into(),
+            reason: crate::RefusalReason::Mounted {
+                device: "/dev/nvme0n1p1".into(),
+                mountpoint: "/srv".into(),
+            },
+        }]
+    );
+    let e = m.refused(&plan).to_string();
+    assert!(
+        e.starts_with(
+            "refusing to touch a disk that is in use:\n\
+             /dev/nvme0n1 is mounted: /dev/nvme0n1p1 at /srv\n\
+             hint: unmount what is mounted from the disk (`umount MOUNTPOINT`)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_the_disk_of_the_running_system() {
+    let m = Machine::new();
+    let plan = m.plan();
+    m.write(
+        "proc/self/mountinfo",
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+         27 1 259:2 / / rw,relatime - ext4 /dev/nvme0n1p2 rw\n",
+    );
+    assert_eq!(
+        m.refusals(),
+        [crate::Refusal {
+            disk: "/dev/nvme0n1".into(),
+            reason: crate::RefusalReason::RunningSystem {
+                device: "/dev/nvme0n1p2".into(),
+            },
+        }]
+    );
+    let e = m.refused(&plan).to_string();
+    assert!(
+        e.starts_with(
+            "refusing to touch a disk that is in use:\n\
+             /dev/nvme0n1 holds the running system: / is mounted from /dev/nvme0n1p2\n\
+             hint: a running system cannot be rebuilt onto its own disk: boot a rescue system \
+             first"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_disk_holding_an_active_raid_member() {
+    let m = Machine::new();
+    let plan = m.plan();
+    // md0 is assembled from nvme0n1p2 (and a disk that is not a target): sysfs shows md0 as
+    // the partition's holder, and /proc/mdstat lists it. The two say the same: one refusal.
+    let md0 = m.virtual_on("md0", "9:0", "nvme0n1p2");
+    std::fs::create_dir_all(m.path(&format!("{md0}/md"))).unwrap();
+    m.write(
+        "proc/mdstat",
+        "Personalities : [raid1]\n\
+         md0 : active raid1 nvme0n1p2[0] sdz1[1]\n      1046528 blocks super 1.2 [2/2] [UU]\n\n\
+         unused devices: <none>\n",
+    );
+    let want = [crate::Refusal {
+        disk: "/dev/nvme0n1".into(),
+        reason: crate::RefusalReason::RaidMember {
+            device: "/dev/nvme0n1p2".into(),
+            array: "/dev/md0".into(),
+        },
+    }];
+    assert_eq!(m.refusals(), want);
+    let e = m.refused(&plan).to_string();
+    assert!(
+        e.starts_with(
+            "refusing to touch a disk that is in use:\n\
+             /dev/nvme0n1 is a member of an active RAID array: /dev/nvme0n1p2 is in /dev/md0\n\
+             hint: stop the array (`mdadm --stop ARRAY`)"
+        ),
+        "{e}"
+    );
+    // With only /proc/mdstat to go by (the holder link not there), it is still refused.
+    std::fs::remove_file(m.path("sys/class/block/nvme0n1p2/holders/md0")).unwrap();
+    assert_eq!(m.refusals(), want);
+}
+
+#[test]
+fn refuses_a_disk_holding_an_active_lvm_physical_volume() {
+    let m = Machine::new();
+    let plan = m.plan();
+    // nvme0n1p2 is the physical volume of vgold, whose logical volume root is active (dm-0).
+    let dm0 = m.virtual_on("dm-0", "253:0", "nvme0n1p2");
+    m.write(&format!("{dm0}/dm/name"), "vgold-root\n");
+    assert_eq!(
+        m.refusals(),
+        [crate::Refusal {
+            disk: "/dev/nvme0n1".into(),
+            reason: crate::RefusalReason::Held {
+                device: "/dev/nvme0n1p2".into(),
+                holder: "/dev/mapper/vgold-root".into(),
+            },
+        }]
+    );
+    let e = m.refused(&plan).to_string();
+    assert!(
+        e.starts_with(
+            "refusing to touch a disk that is in use:\n\
+             /dev/nvme0n1 is in use: /dev/mapper/vgold-root is built on /dev/nvme0n1p2\n\
+             hint: deactivate what is built on it (`vgchange -an VG` for LVM, `cryptsetup close \
+             NAME` for LUKS)"
+        ),
+        "{e}"
+    );
+    // Mounted too, the volume's mount is named as well.
+    m.write(
+        "proc/self/mountinfo",
+        "27 1 0:30 / / rw,relatime - overlay overlay rw\n\
+         41 27 253:0 / /data rw,relatime - ext4 /dev/mapper/vgold-root rw\n",
+    );
+    let e = m.refused(&plan).to_string();
+    assert!(
+        e.contains("\n/dev/nvme0n1 is mounted: /dev/mapper/vgold-root at /data\n"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_a_step_on_a_disk_outside_the_plan() {
+    let m = Machine::new();
+    let mut plan = m.plan();
+    // nvme1n1 is present and idle, but the plan was not made for it: a step that touches it
+    // (an edited plan) stops the apply before any step runs.
+    plan.steps.push(Step::WipeSignatures {
+        disk: Device::Disk {
+            disk: "/dev/nvme1n1".into(),
+        },
+    });
+    let n = plan.steps.len();
+    let e = m.refused(&plan);
+    assert!(
+        matches!(
+            &e,
+            crate::ApplyError::Check(CheckError::NotInPlan { step, .. }) if *step == n
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "step {n} touches /dev/nvme1n1, which is not a target disk of the plan\n\
+             hint: the plan was edited or is corrupt; make it again"
+        )
+    );
+}
+
+/// The one line a changed target produces when the plan made for `nvme0n1` is applied.
+fn changed(m: &Machine, plan: &Plan) -> String {
+    let e = m.refused(plan);
+    let crate::ApplyError::Check(CheckError::Changed(lines)) = &e else {
+        panic!("expected the disks to have changed: {e}");
+    };
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        e.to_string()
+            .ends_with("\nhint: make a new plan for the disks present (keel recover plan)"),
+        "{e}"
+    );
+    lines[0].clone()
+}
+
+#[test]
+fn refuses_a_plan_when_the_disk_changed_size() {
+    let m = Machine::new();
+    let plan = m.plan();
+    let sys = "sys/class/block/nvme0n1";
+    m.write(&format!("{sys}/size"), &format!("{}\n", 48 * GIB / 512));
+    assert_eq!(
+        changed(&m, &plan),
+        "/dev/nvme0n1: size was 64.0 GiB (68719476736 bytes), now 48.0 GiB (51539607552 bytes)"
+    );
+}
+
+#[test]
+fn refuses_a_plan_when_the_disk_has_another_serial() {
+    let m = Machine::new();
+    let plan = m.plan();
+    // The same size and name, but another disk: its serial number differs.
+    m.write("sys/class/block/nvme0n1/device/serial", "FAKE-NVME-9\n");
+    assert_eq!(
+        changed(&m, &plan),
+        "/dev/nvme0n1: serial number was FAKE-NVME-0, now FAKE-NVME-9: a different disk"
+    );
+}
+
+#[test]
+fn refuses_a_plan_when_the_disk_is_gone() {
+    let m = Machine::new();
+    let plan = m.plan();
+    // Unplugged: the kernel no longer lists it, and its node is gone.
+    std::fs::remove_file(m.path("sys/class/block/nvme0n1")).unwrap();
+    std::fs::remove_file(m.path("dev/nvme0n1")).unwrap();
+    assert_eq!(
+        changed(&m, &plan),
+        "/dev/nvme0n1: not present (the plan was made for /dev/nvme0n1 (64.0 GiB, nvme, wwn \
+         eui.00000000000000f0))"
+    );
+}

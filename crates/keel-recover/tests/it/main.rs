@@ -6,5 +6,6 @@ mod apply;
 mod captured;
 mod refusals;
 mod safety;
+mod snapshots;
 mod speed;
 mod support;

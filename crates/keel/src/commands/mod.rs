@@ -14,4 +14,5 @@ pub mod rules;
 pub mod schedule;
 pub mod server;
 pub mod show;
+pub mod tree;
 pub mod up;

@@ -34,6 +34,12 @@ pub enum Recover {
     /// unmount the target root, close LUKS volumes, deactivate volume groups, stop arrays,
     /// detach image files.
     Release(ReleaseArgs),
+    /// Build the root filesystem the profile describes (release, packages at their
+    /// recorded versions, configuration, secrets) into a directory or a tarball.
+    BuildTree(super::tree::BuildTreeArgs),
+    /// Capture a recovered root and compare it with the profile: expected differences
+    /// (hardware, disk sizes, MAC addresses) apart from the rest; exit 1 if anything else.
+    Verify(super::tree::VerifyArgs),
 }
 
 /// Output format of `keel recover plan`.
@@ -127,6 +133,8 @@ pub fn run(r: &Recover) -> anyhow::Result<ExitCode> {
         Recover::Check(a) => check(a),
         Recover::Apply(a) => apply(a),
         Recover::Release(a) => release(a),
+        Recover::BuildTree(a) => super::tree::build_tree(a),
+        Recover::Verify(a) => super::tree::verify(a),
     }
 }
 
