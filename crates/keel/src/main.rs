@@ -49,7 +49,8 @@ enum Command {
     /// The rescue environment: `keel rescue build` makes it; `keel rescue` runs inside it,
     /// lists the disks and runs the recovery kit it finds.
     Rescue(commands::rescue::Args),
-    /// Rebuild a profiled system on other disks: plan the layout, check a plan.
+    /// Rebuild a profiled system: plan and apply its storage on other disks, build its root
+    /// filesystem, verify the result.
     #[command(subcommand)]
     Recover(commands::recover::Recover),
 }
