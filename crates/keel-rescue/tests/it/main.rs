@@ -6,4 +6,5 @@
 mod boot;
 mod by_hand;
 mod qemu;
+mod recover;
 mod support;
