@@ -1123,7 +1123,7 @@ impl Builder<'_, '_> {
     /// Mounts, in fstab order with every parent before its children.
     fn mounts(&mut self) {
         let src = self.src;
-        let mut mounts: Vec<(usize, Step)> = Vec::new();
+        let mut mounts: Vec<(u8, Step)> = Vec::new();
         for m in src.mounts.iter().filter(|m| !m.swap) {
             if m.options.split(',').any(|o| o == "bind" || o == "rbind") {
                 continue;
@@ -1151,9 +1151,8 @@ impl Builder<'_, '_> {
                     m.mountpoint, m.options
                 ));
             }
-            let depth = m.mountpoint.split('/').filter(|c| !c.is_empty()).count();
             mounts.push((
-                depth,
+                0,
                 Step::Mount {
                     device,
                     mountpoint: m.mountpoint.clone(),
@@ -1162,7 +1161,27 @@ impl Builder<'_, '_> {
                 },
             ));
         }
-        mounts.sort_by_key(|(depth, _)| *depth);
-        self.steps.extend(mounts.into_iter().map(|(_, s)| s));
+        // fstab order, except that a mount listed before its parent waits for it.
+        let mut mounts: Vec<Step> = mounts.into_iter().map(|(_, s)| s).collect();
+        let point = |s: &Step| match s {
+            Step::Mount { mountpoint, .. } => mountpoint.clone(),
+            _ => String::new(),
+        };
+        let under = |child: &str, parent: &str| {
+            child != parent
+                && (parent == "/"
+                    || child
+                        .strip_prefix(parent)
+                        .is_some_and(|rest| rest.starts_with('/')))
+        };
+        while !mounts.is_empty() {
+            let next = (0..mounts.len())
+                .find(|&i| {
+                    let me = point(&mounts[i]);
+                    !mounts.iter().any(|o| under(&me, &point(o)))
+                })
+                .unwrap_or(0);
+            self.steps.push(mounts.remove(next));
+        }
     }
 }

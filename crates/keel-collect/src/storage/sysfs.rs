@@ -189,6 +189,18 @@ impl Sys {
                 }
             }
         }
+        // A node not named after the kernel (LVM makes /dev/mapper/VG-LV itself when no udev
+        // runs): its device number names it.
+        if let Ok(m) = std::fs::metadata(self.path(dev)) {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if m.file_type().is_block_device() {
+                let rdev = m.rdev();
+                if let Some(n) = self.name_of_dev(rustix::fs::major(rdev), rustix::fs::minor(rdev))
+                {
+                    return Some(n);
+                }
+            }
+        }
         // No node under /dev (no udev): the kernel name is the path with `/` as `!`.
         let n = rel.replace('/', "!");
         self.path(&format!("/sys/class/block/{n}"))

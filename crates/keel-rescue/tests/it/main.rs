@@ -5,6 +5,7 @@
 
 mod boot;
 mod by_hand;
+mod layouts;
 mod qemu;
 mod recover;
 mod support;
