@@ -716,7 +716,7 @@ fn layouts_raid1_lvm_is_captured_and_recreated_on_two_disks_of_another_size() {
         &[
             ("r1.img", Bus::Virtio, "KEEL-R1", 3 * GIB),
             ("r2.img", Bus::Virtio, "KEEL-R2", 3 * GIB),
-            ("t1.img", Bus::Nvme, "KEEL-T1", 5 * GIB),
+            ("t1.img", Bus::Virtio, "KEEL-T1", 5 * GIB),
             ("t2.img", Bus::Virtio, "KEEL-T2", 5 * GIB),
         ],
     );
