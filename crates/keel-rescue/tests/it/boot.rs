@@ -7,7 +7,10 @@ use std::time::Duration;
 use keel_rescue::{RescueResult, Status};
 
 use crate::qemu::{Bus, Disk, Vm};
-use crate::support::{blank_image, kit_image, note, rescue_env, secs, skip, vm_tests_unsupported};
+use crate::support::{
+    blank_image, kit_image, note, rescue_env, secs, skip, step_output, vm_tests_unsupported,
+    ShowConsoleOnPanic,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -24,35 +27,6 @@ const EXT_UUID: &str = "6b65656c-726f-6f74-2d75-756964303031";
 const XFS_UUID: &str = "6b65656c-6461-7461-2d75-756964303031";
 const SWAP_UUID: &str = "6b65656c-7377-6170-2d75-756964303031";
 const FAT_ID: &str = "1A2B3C4D";
-
-/// Prints the console after a failure, so the reason is in the test output.
-struct ShowConsoleOnPanic<'a>(&'a Path);
-
-impl Drop for ShowConsoleOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = fs::read_to_string(self.0).unwrap_or_default();
-            note(&format!(
-                "----- guest console ({}) -----\n{text}\n-----",
-                self.0.display()
-            ));
-        }
-    }
-}
-
-/// The output a kit step printed between its markers.
-fn step_output<'a>(console: &'a str, name: &str) -> &'a str {
-    let begin = console
-        .find(&format!(" BEGIN {name}: "))
-        .unwrap_or_else(|| panic!("no BEGIN marker for step {name}"));
-    let rest = &console[begin..];
-    let body = &rest[rest.find('\n').map_or(rest.len(), |i| i + 1)..];
-    let end = body
-        .find(&format!(" END {name}: "))
-        .unwrap_or_else(|| panic!("no END marker for step {name}"));
-    let body = &body[..end];
-    &body[..body.rfind('\n').unwrap_or(0)]
-}
 
 fn report_size(test: &str, env: &crate::support::RescueEnv) {
     let m = &env.manifest;

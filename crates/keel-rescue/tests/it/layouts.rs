@@ -14,7 +14,10 @@ use keel_rescue::{RescueResult, Status};
 use serde_json::Value;
 
 use crate::qemu::{Bus, Disk, Vm};
-use crate::support::{blank_image, kit_image, note, rescue_env, secs, skip, vm_tests_unsupported};
+use crate::support::{
+    blank_image, kit_image, note, rescue_env, secs, skip, step_output, vm_tests_unsupported,
+    ShowConsoleOnPanic,
+};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -54,35 +57,6 @@ wipe() {
 uuid() { blkid -c /dev/null -s UUID -o value "$1"; }
 now() { awk '{print $1}' /proc/uptime; }
 "#;
-
-/// Prints the console after a failure, so the reason is in the test output.
-struct ShowConsoleOnPanic<'a>(&'a Path);
-
-impl Drop for ShowConsoleOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = fs::read_to_string(self.0).unwrap_or_default();
-            note(&format!(
-                "----- guest console ({}) -----\n{text}\n-----",
-                self.0.display()
-            ));
-        }
-    }
-}
-
-/// The output a kit step printed between its markers.
-fn step_output<'a>(console: &'a str, name: &str) -> &'a str {
-    let begin = console
-        .find(&format!(" BEGIN {name}: "))
-        .unwrap_or_else(|| panic!("no BEGIN marker for step {name}"));
-    let rest = &console[begin..];
-    let body = &rest[rest.find('\n').map_or(rest.len(), |i| i + 1)..];
-    let end = body
-        .find(&format!(" END {name}: "))
-        .unwrap_or_else(|| panic!("no END marker for step {name}"));
-    let body = &body[..end];
-    &body[..body.rfind('\n').unwrap_or(0)]
-}
 
 /// A kit step running `script` under `sh -e` with the helpers loaded.
 fn step(name: &str, script: &str) -> Value {

@@ -17,7 +17,10 @@ use keel_recover::sample::{
 use keel_rescue::{RescueResult, Status};
 
 use crate::qemu::{Bus, Disk, Vm};
-use crate::support::{blank_image, kit_image, note, rescue_env, secs, skip, vm_tests_unsupported};
+use crate::support::{
+    blank_image, kit_image, note, rescue_env, secs, skip, step_output, vm_tests_unsupported,
+    ShowConsoleOnPanic,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -41,35 +44,6 @@ const STEPS: [&str; 7] = [
     "rerun",
     "release",
 ];
-
-/// Prints the console after a failure, so the reason is in the test output.
-struct ShowConsoleOnPanic<'a>(&'a Path);
-
-impl Drop for ShowConsoleOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = fs::read_to_string(self.0).unwrap_or_default();
-            note(&format!(
-                "----- guest console ({}) -----\n{text}\n-----",
-                self.0.display()
-            ));
-        }
-    }
-}
-
-/// The output a kit step printed between its markers.
-fn step_output<'a>(console: &'a str, name: &str) -> &'a str {
-    let begin = console
-        .find(&format!(" BEGIN {name}: "))
-        .unwrap_or_else(|| panic!("no BEGIN marker for step {name}"));
-    let rest = &console[begin..];
-    let body = &rest[rest.find('\n').map_or(rest.len(), |i| i + 1)..];
-    let end = body
-        .find(&format!(" END {name}: "))
-        .unwrap_or_else(|| panic!("no END marker for step {name}"));
-    let body = &body[..end];
-    &body[..body.rfind('\n').unwrap_or(0)]
-}
 
 /// The `blkid` line of the device whose line contains `needle`.
 fn blkid_line<'a>(blkid: &'a str, needle: &str) -> &'a str {

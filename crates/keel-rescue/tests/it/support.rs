@@ -281,3 +281,32 @@ pub fn kit_image(dir: &Path, image: &Path) {
 pub fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
+
+/// Prints the console after a failure, so the reason is in the test output.
+pub struct ShowConsoleOnPanic<'a>(pub &'a Path);
+
+impl Drop for ShowConsoleOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = fs::read_to_string(self.0).unwrap_or_default();
+            note(&format!(
+                "----- guest console ({}) -----\n{text}\n-----",
+                self.0.display()
+            ));
+        }
+    }
+}
+
+/// The output a kit step printed between its markers.
+pub fn step_output<'a>(console: &'a str, name: &str) -> &'a str {
+    let begin = console
+        .find(&format!(" BEGIN {name}: "))
+        .unwrap_or_else(|| panic!("no BEGIN marker for step {name}"));
+    let rest = &console[begin..];
+    let body = &rest[rest.find('\n').map_or(rest.len(), |i| i + 1)..];
+    let end = body
+        .find(&format!(" END {name}: "))
+        .unwrap_or_else(|| panic!("no END marker for step {name}"));
+    let body = &body[..end];
+    &body[..body.rfind('\n').unwrap_or(0)]
+}
