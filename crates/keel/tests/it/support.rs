@@ -589,73 +589,10 @@ pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/keel-test-cache")
 }
 
-/// The first non-security Debian archive URI in the host's apt sources.
+/// The main Debian archive of the machine's apt sources, read at run time.
 pub fn host_mirror() -> Result<String, String> {
-    let mut uris = Vec::new();
-    let mut sources: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    sources.sort();
-    for path in &sources {
-        if path.extension() != Some(OsStr::new("sources")) {
-            continue;
-        }
-        let text = fs::read_to_string(path).unwrap_or_default();
-        for stanza in text.split("\n\n") {
-            let field = |name: &str| {
-                stanza.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.trim()
-                        .eq_ignore_ascii_case(name)
-                        .then(|| v.trim().to_string())
-                })
-            };
-            let types = field("Types").unwrap_or_default();
-            let enabled = field("Enabled").is_none_or(|e| e != "no");
-            if !enabled || !types.split_whitespace().any(|t| t == "deb") {
-                continue;
-            }
-            let suites = field("Suites").unwrap_or_default();
-            if let Some(u) = field("URIs") {
-                for uri in u.split_whitespace() {
-                    uris.push((uri.to_string(), suites.clone()));
-                }
-            }
-        }
-    }
-    let mut lists = vec![PathBuf::from("/etc/apt/sources.list")];
-    lists.extend(
-        sources
-            .iter()
-            .filter(|p| p.extension() == Some(OsStr::new("list")))
-            .cloned(),
-    );
-    for path in lists {
-        for line in fs::read_to_string(path).unwrap_or_default().lines() {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("deb") {
-                continue;
-            }
-            let mut rest: Vec<&str> = words.collect();
-            if rest.first().is_some_and(|w| w.starts_with('[')) {
-                let close = rest.iter().position(|w| w.ends_with(']')).unwrap_or(0);
-                rest.drain(..=close);
-            }
-            if let [uri, suite, ..] = rest[..] {
-                uris.push((uri.to_string(), suite.to_string()));
-            }
-        }
-    }
-    uris.into_iter()
-        .find(|(uri, suites)| {
-            (uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:"))
-                && !uri.contains("security")
-                && !suites.contains("security")
-        })
-        .map(|(uri, _)| uri)
-        .ok_or_else(|| {
-            "no Debian archive in /etc/apt/sources.list or /etc/apt/sources.list.d".into()
-        })
+    keel_rescue::sources::host_mirror(Path::new("/"))
+        .ok_or_else(|| "no Debian archive in the machine's apt sources".into())
 }
 
 fn cache() -> Result<&'static Cache, String> {
