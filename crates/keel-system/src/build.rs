@@ -43,6 +43,16 @@ pub enum Phase {
     Save,
     /// Pack the tree into the output tarball.
     Pack,
+    /// Lay the tree onto the recovered disks.
+    Laydown,
+    /// Check fstab, crypttab and mdadm.conf against the recovered disks.
+    Mounts,
+    /// Map the network configuration to the target's NICs.
+    Network,
+    /// Rebuild the initramfs.
+    Initramfs,
+    /// Install GRUB and write its configuration.
+    Bootloader,
 }
 
 impl Phase {
@@ -57,6 +67,11 @@ impl Phase {
             Phase::Restore => "restore",
             Phase::Save => "save",
             Phase::Pack => "pack",
+            Phase::Laydown => "laydown",
+            Phase::Mounts => "mounts",
+            Phase::Network => "network",
+            Phase::Initramfs => "initramfs",
+            Phase::Bootloader => "bootloader",
         }
     }
 }

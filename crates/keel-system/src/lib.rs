@@ -97,7 +97,9 @@ mod cmd;
 mod dpkg;
 mod error;
 mod identity;
+mod install;
 mod mounts;
+mod nic;
 mod overlay;
 mod plan;
 mod report;
@@ -108,6 +110,10 @@ pub use build::{build, check, Bootstrap, BuildOptions, Phase, Progress};
 pub use cache::ArchiveKind;
 pub use error::{MissingVersion, SystemError};
 pub use identity::load_identity;
+pub use install::{install, Firmware, InstallOptions, InstallPhase, InstallReport};
+pub use nic::{
+    apply_nic_map, map_nics, parse_nic_map, rename_in_text, target_nics, NicMapping, TargetNic,
+};
 pub use overlay::{
     apply_overlay, overlay_steps, OverlayContext, OverlayReport, OverlayStep, OverlaySteps,
 };

@@ -56,7 +56,7 @@ pub(crate) fn unmount_under(dir: &Path) {
     }
 }
 
-fn unescape_mountinfo(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     // mountinfo writes space, tab, newline and backslash as \ooo.
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());

@@ -212,7 +212,8 @@ pub fn host_mirror() -> Result<String, String> {
         .ok_or_else(|| "no Debian archive in the machine's apt sources".into())
 }
 
-fn server_tarball() -> Result<&'static PathBuf, String> {
+/// The cached production server tarball (built on first use).
+pub fn server_tarball() -> Result<&'static PathBuf, String> {
     static TAR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     TAR.get_or_init(build_cached_server)
         .as_ref()
@@ -423,4 +424,174 @@ pub fn capture(root: &Path, recipient: Option<&str>) -> ProfileFile {
     }
     // Through the file format, as a profile travels.
     ProfileFile::decode(&file.encode().expect("encode")).expect("decode")
+}
+
+// ------------------------------------------------------------------ the bootable server
+
+/// The bootable variant of the server, for the `keel` binary's install test (which includes
+/// this file); the system tree's own tests do not boot it.
+#[allow(dead_code, reason = "used by the keel binary's install test")]
+pub mod boot {
+    use super::*;
+
+    /// What the bootable variant adds to the production server: a kernel and GRUB for BIOS.
+    pub const BOOT_PACKAGES: &[&str] = &["linux-image-amd64", "grub-pc"];
+    /// Bump when the bootable recipe changes.
+    const BOOT_RECIPE: &str = "boot-v2";
+    /// The first line the facts unit prints on the serial console.
+    pub const FACTS_BEGIN: &str = "KEEL-FACTS-BEGIN";
+    /// The last line it prints, before it powers the machine off.
+    pub const FACTS_END: &str = "KEEL-FACTS-END";
+
+    /// Prints what a test checks after a boot, on the serial console, then powers off. Runs
+    /// before the serial getty so that its output is not lost.
+    const FACTS_SCRIPT: &str = r#"#!/bin/sh
+exec >/dev/ttyS0 2>&1
+for i in $(seq 1 30); do
+    systemctl is-active -q ssh.service && break
+    sleep 1
+done
+echo KEEL-FACTS-BEGIN
+echo "hostname=$(hostname)"
+echo "user=$(getent passwd deploy)"
+echo "packages=$(dpkg-query -W -f '${db:Status-Abbrev}\n' | grep -c '^ii')"
+echo "sshd=$(sshd -T 2>/dev/null | grep -i '^permitrootlogin')"
+echo "ssh-enabled=$(systemctl is-enabled ssh.service)"
+echo "ssh-active=$(systemctl is-active ssh.service)"
+echo "cron-active=$(systemctl is-active cron.service)"
+ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
+ip -o link show | awk -F': ' '{print "link=" $2 " " $3}'
+findmnt -n -o TARGET,SOURCE,FSTYPE / | sed 's/^/mount=/'
+findmnt -n -o TARGET,SOURCE,FSTYPE /srv | sed 's/^/mount=/'
+echo "cmdline=$(cat /proc/cmdline)"
+echo "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
+echo KEEL-FACTS-END
+systemctl poweroff
+"#;
+
+    const FACTS_UNIT: &str = "[Unit]
+Description=Print facts for Keel's boot test on the serial console
+After=ssh.service networking.service cron.service
+Before=serial-getty@ttyS0.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /etc/keel-facts.sh
+
+[Install]
+WantedBy=multi-user.target
+";
+
+    /// Runs `args` in `root` with /proc, /sys and /dev mounted in a private mount namespace
+    /// (gone when the command ends), apt's archive directory bound to `debs`.
+    pub fn chroot_mounted(root: &Path, debs: &Path, args: &[&str]) -> String {
+        const SCRIPT: &str = r#"set -e
+root=$1; debs=$2; shift 2
+mount -t proc proc "$root/proc"
+mount -t sysfs sys "$root/sys"
+mount --bind /dev "$root/dev"
+mount --bind "$debs" "$root/var/cache/apt/archives"
+# The server's own resolver and hosts are the fixture's, not this machine's.
+mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+mount --bind /etc/hosts "$root/etc/hosts"
+    exec chroot "$root" "$@""#;
+        run(
+            Command::new("unshare")
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                    SCRIPT,
+                ])
+                .arg("keel-chroot")
+                .arg(root)
+                .arg(debs)
+                .args(args),
+            Duration::from_secs(1200),
+        )
+    }
+
+    /// The cached bootable server: the production server with a kernel, GRUB for BIOS, a serial
+    /// console on the kernel command line (`/etc/default/grub`) and a unit that prints facts on
+    /// the console and powers off.
+    pub fn boot_server_tarball() -> Result<&'static PathBuf, String> {
+        static TAR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        TAR.get_or_init(build_boot_server)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn build_boot_server() -> Result<PathBuf, String> {
+        let base = server_tarball()?;
+        let dir = cache_dir().canonicalize().map_err(|e| e.to_string())?;
+        let tar = dir.join(format!("{SUITE}-server-{RECIPE}-{BOOT_RECIPE}.tar"));
+        let lock = fs::File::create(dir.join("boot-server.lock")).map_err(|e| e.to_string())?;
+        lock.lock().map_err(|e| e.to_string())?;
+        if tar.is_file() {
+            return Ok(tar);
+        }
+        let started = Instant::now();
+        let work = Scratch(dir.join(format!("boot-server-build.{}", std::process::id())));
+        let root = work.path().join("root");
+        fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        run(
+            Command::new("tar")
+                .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf"])
+                .arg(base)
+                .arg("-C")
+                .arg(&root),
+            Duration::from_secs(600),
+        );
+        let debs = dir.join("debs");
+        fs::create_dir_all(debs.join("partial")).map_err(|e| e.to_string())?;
+        let w = |p: &str, c: &str, mode: u32| {
+            let path = root.join(p.trim_start_matches('/'));
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(&path, c).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("chmod");
+        };
+        w("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755);
+        chroot_mounted(&root, &debs, &["apt-get", "update", "-q"]);
+        let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+        install.extend_from_slice(BOOT_PACKAGES);
+        chroot_mounted(&root, &debs, &install);
+        chroot(&root, &["apt-get", "clean"]);
+        fs::remove_file(root.join("usr/sbin/policy-rc.d")).map_err(|e| e.to_string())?;
+        chroot(
+            &root,
+            &[
+                "sed",
+                "-i",
+                "-e",
+                "s/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/",
+                "-e",
+                "s/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX=\"console=ttyS0\"/",
+                "/etc/default/grub",
+            ],
+        );
+        // In /etc: the profile carries configuration, not /usr/local.
+        w("/etc/keel-facts.sh", FACTS_SCRIPT, 0o755);
+        w("/etc/systemd/system/keel-facts.service", FACTS_UNIT, 0o644);
+        chroot(&root, &["systemctl", "enable", "keel-facts.service"]);
+        let partial = work.path().join("server.tar");
+        run(
+            Command::new("tar")
+                .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
+                .arg(&root)
+                .arg("-cf")
+                .arg(&partial)
+                .arg("."),
+            Duration::from_secs(600),
+        );
+        fs::rename(&partial, &tar).map_err(|e| e.to_string())?;
+        note(&format!(
+            "built the cached bootable server in {:.0?}",
+            started.elapsed()
+        ));
+        Ok(tar)
+    }
 }

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod client;
 pub mod diff;
 pub mod hosts;
+pub mod install;
 pub mod keygen;
 pub mod profiles;
 pub mod recover;

@@ -40,6 +40,10 @@ pub enum Recover {
     /// Capture a recovered root and compare it with the profile: expected differences
     /// (hardware, disk sizes, MAC addresses) apart from the rest; exit 1 if anything else.
     Verify(super::tree::VerifyArgs),
+    /// Lay the system tree onto the disks an apply left mounted (--keep-mounted) and make it
+    /// boot on this machine: fstab, crypttab and mdadm.conf by UUID, the network
+    /// configuration for this machine's NICs, the initramfs, GRUB; then verify it.
+    Install(super::install::InstallArgs),
 }
 
 /// Output format of `keel recover plan`.
@@ -135,6 +139,7 @@ pub fn run(r: &Recover) -> anyhow::Result<ExitCode> {
         Recover::Release(a) => release(a),
         Recover::BuildTree(a) => super::tree::build_tree(a),
         Recover::Verify(a) => super::tree::verify(a),
+        Recover::Install(a) => super::install::install(a),
     }
 }
 

@@ -379,7 +379,7 @@ fn render_change(c: &Change) -> String {
 /// Expected differences listed per reason in text output.
 const SHOWN: usize = 10;
 
-fn render_verify(r: &VerifyReport, color: bool) -> String {
+pub(super) fn render_verify(r: &VerifyReport, color: bool) -> String {
     let paint = |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
