@@ -12,9 +12,13 @@ mod fleet;
 #[path = "../../../keel-notify/tests/it/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
+mod install;
 mod secrets;
 mod server;
 #[path = "../../../keel-notify/tests/it/smtp_server.rs"]
 #[allow(dead_code)]
 mod smtp_server;
 mod support;
+#[path = "../../../keel-system/tests/it/support.rs"]
+#[allow(dead_code)]
+mod system_support;

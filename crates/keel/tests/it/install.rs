@@ -11,18 +11,15 @@
 //! Needs root, debootstrap, loop devices with partx and QEMU; without them it says why on
 //! stderr and passes.
 
-#[path = "../../keel-system/tests/it/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::boot::{FACTS_BEGIN, FACTS_END};
-use support::{cache_dir, note, run, Scratch, HOSTNAME};
+use crate::system_support;
+use crate::system_support::boot::{FACTS_BEGIN, FACTS_END};
+use crate::system_support::{cache_dir, note, run, Scratch, HOSTNAME};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 const GIB: u64 = 1 << 30;
@@ -79,7 +76,7 @@ impl Drop for Loop {
 }
 
 fn missing() -> Option<String> {
-    if let Some(why) = support::unsupported() {
+    if let Some(why) = system_support::unsupported() {
         return Some(why);
     }
     for tool in [
@@ -90,7 +87,7 @@ fn missing() -> Option<String> {
         "qemu-system-x86_64",
         "timeout",
     ] {
-        if support::which(tool).is_none() {
+        if system_support::which(tool).is_none() {
             return Some(format!("`{tool}` is not installed"));
         }
     }
@@ -103,7 +100,8 @@ fn missing() -> Option<String> {
 /// The bootable server's profile and the recovery identity its secrets are encrypted to,
 /// captured once from a 6 GiB image and cached.
 fn source_profile() -> (PathBuf, PathBuf) {
-    let tar = support::boot::boot_server_tarball().unwrap_or_else(|e| panic!("boot server: {e}"));
+    let tar =
+        system_support::boot::boot_server_tarball().unwrap_or_else(|e| panic!("boot server: {e}"));
     let dir = cache_dir();
     let profile = dir.join(format!("boot-server-{PROFILE_RECIPE}.keel"));
     let key = dir.join(format!("boot-server-{PROFILE_RECIPE}.key"));
@@ -178,8 +176,8 @@ fn source_profile() -> (PathBuf, PathBuf) {
     fs::write(root.join("srv/README"), "application data lives here\n").expect("srv data");
     run(&mut Command::new("sync"), Duration::from_secs(60));
     let identity = age::x25519::Identity::generate();
-    let file = support::capture(&root, Some(&identity.to_public().to_string()));
-    support::unmount_under(&root);
+    let file = system_support::capture(&root, Some(&identity.to_public().to_string()));
+    system_support::unmount_under(&root);
     drop(lo);
     let bytes = file.encode().expect("encode");
     let partial = dir.join(format!(".boot-server-{}.partial", std::process::id()));
