@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use keel_profile::{File, FileStatus, Hash, IgnoredFile, Secret};
+use keel_profile::{DataPath, File, FileStatus, Hash, IgnoredFile, Secret};
 use md5::{Digest, Md5};
 
 use crate::{CollectError, Ctx, Piece};
@@ -74,6 +74,10 @@ fn is_secret_path(path: &str) -> bool {
         "/etc/wireguard/",
     ];
     if EXACT.contains(&path) || PREFIX.iter().any(|p| path.starts_with(p)) {
+        return true;
+    }
+    // Keel's own settings directory: everything but its TOML files (backup passwords, keys).
+    if path.starts_with("/etc/keel/") && !path.ends_with(".toml") {
         return true;
     }
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -160,6 +164,8 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
             ..File::default()
         });
     }
+    let (data_paths, data_warnings) = data_paths(ctx);
+    w.warnings.extend(data_warnings);
     let Walk {
         files,
         ignored,
@@ -178,9 +184,84 @@ pub(crate) fn collect(ctx: &Ctx) -> Result<Piece, CollectError> {
         }
         file.profile.files.files = files;
         file.profile.files.ignored_files = ignored;
+        file.profile.files.data_paths = data_paths;
         file.profile.security.secrets = secrets;
     })
     .warn(warnings))
+}
+
+/// Where the administrator declares data paths and how they are backed up.
+pub(crate) const DATA_PATHS_FILE: &str = "/etc/keel/data.toml";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataFile {
+    #[serde(default)]
+    data: Vec<DataEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataEntry {
+    path: String,
+    backup: String,
+    repository: Option<String>,
+    password_file: Option<String>,
+    restore_command: Option<String>,
+}
+
+/// The data paths declared in [`DATA_PATHS_FILE`]; a file that cannot be read or is not
+/// valid gives a warning and no data paths.
+fn data_paths(ctx: &Ctx) -> (Vec<DataPath>, Vec<String>) {
+    let host = ctx.root.path(DATA_PATHS_FILE);
+    let text = match std::fs::read_to_string(&host) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot read {DATA_PATHS_FILE}: {e}")],
+            )
+        }
+    };
+    let parsed: DataFile = match toml::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.message().to_string();
+            return (
+                Vec::new(),
+                vec![format!("{DATA_PATHS_FILE} is not valid: {msg}")],
+            );
+        }
+    };
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    for d in parsed.data {
+        let problem = if !d.path.starts_with('/') || d.path == "/" {
+            Some("the path must be an absolute directory other than /")
+        } else {
+            match d.backup.as_str() {
+                "restic" if d.repository.is_none() => Some("restic needs a repository"),
+                "command" if d.restore_command.is_none() => {
+                    Some("backup = \"command\" needs a restore_command")
+                }
+                "restic" | "command" => None,
+                _ => Some("backup must be \"restic\" or \"command\""),
+            }
+        };
+        if let Some(why) = problem {
+            warnings.push(format!("{DATA_PATHS_FILE}: data path {}: {why}", d.path));
+            continue;
+        }
+        out.push(DataPath {
+            path: d.path.trim_end_matches('/').to_string(),
+            backup: d.backup,
+            repository: d.repository,
+            password_file: d.password_file,
+            restore_command: d.restore_command,
+        });
+    }
+    (out, warnings)
 }
 
 fn missing(path: &str, package: &str) -> File {

@@ -901,11 +901,33 @@ record! {
     }
 }
 
+record! {
+    /// A data path: contents that change as the service runs and come back from a backup at
+    /// recovery, never from the profile (declared in `/etc/keel/data.toml`).
+    DataPath in "data_paths", key(d) => d.path.clone(); {
+        /// The directory (`/srv`).
+        Config path: String,
+        /// How it is backed up: `restic`, or `command` for any other tool.
+        Config backup: String,
+        /// The restic repository (a path or a restic URL).
+        Config repository: Option<String>,
+        /// The file holding the repository's password, inside the system.
+        Config password_file: Option<String>,
+        /// For `command`: the restore command, run by `sh -c` with `KEEL_TARGET_ROOT` and
+        /// `KEEL_DATA_PATH` set.
+        Config restore_command: Option<String>,
+    }
+}
+
 section! {
     /// Configuration files.
     Files "files" {
         files: File,
         ignored_files: IgnoredFile,
+        /// Absent from the encoding when empty, so that profiles without data paths keep the
+        /// identity they had before the table existed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        data_paths: DataPath,
     }
 }
 

@@ -63,6 +63,10 @@ pub struct PlanSource {
     pub profile_hash: Option<String>,
     /// When the profile was captured, milliseconds since the Unix epoch.
     pub captured_at_ms: i64,
+    /// Where the profile file was when the plan was made: applying the plan continues with
+    /// the system from it (`keel recover apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_path: Option<String>,
 }
 
 /// A source disk as the plan shows it.
@@ -271,6 +275,7 @@ pub fn plan(
             hostname,
             profile_hash: None,
             captured_at_ms: meta.started_at_ms,
+            profile_path: None,
         },
         allow_degraded: opts.allow_degraded,
         inventory: targets.to_vec(),

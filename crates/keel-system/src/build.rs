@@ -53,6 +53,8 @@ pub enum Phase {
     Initramfs,
     /// Install GRUB and write its configuration.
     Bootloader,
+    /// Restore the data paths from their backups.
+    Data,
 }
 
 impl Phase {
@@ -72,6 +74,7 @@ impl Phase {
             Phase::Network => "network",
             Phase::Initramfs => "initramfs",
             Phase::Bootloader => "bootloader",
+            Phase::Data => "data",
         }
     }
 }
@@ -122,6 +125,10 @@ pub struct BuildOptions {
     pub rebuild: bool,
     /// Where the build machine's own files are (`/`): repository keys are looked up there.
     pub host_root: PathBuf,
+    /// The output is a recovered system's root with its filesystems mounted on it (`keel
+    /// recover apply`): besides `lost+found`, it may hold the empty directories other
+    /// filesystems are mounted on, and those mounts stay.
+    pub onto_mounts: bool,
 }
 
 impl BuildOptions {
@@ -134,6 +141,7 @@ impl BuildOptions {
             bootstrap: Bootstrap::Auto,
             rebuild: false,
             host_root: PathBuf::from("/"),
+            onto_mounts: false,
         }
     }
 }
@@ -323,7 +331,7 @@ pub fn build(
             Phase::Base,
             &format!("{} {} from {}", tool, plan.suite, plan.mirror),
             &mut progress,
-            |p| base(&plan, tool, cache.as_ref(), &root, p),
+            |p| base(&plan, tool, cache.as_ref(), &root, &target.kept_mounts, p),
         )?;
         built.bootstrap = Some(tool.to_string());
         built.packages = timed(
@@ -475,6 +483,17 @@ fn preflight(opts: &BuildOptions) -> Result<(), SystemError> {
                 out.display()
             )));
         }
+    } else if opts.onto_mounts {
+        if !out.is_dir() {
+            return Err(SystemError::Other(format!(
+                "{} is not a directory\nhint: give the target root the recovered disks are \
+                 mounted on",
+                out.display()
+            )));
+        }
+        if !holds_only_mounts(out) {
+            return Err(SystemError::OutputExists(out.clone()));
+        }
     } else if let Ok(entries) = fs::read_dir(out) {
         if entries.flatten().any(|e| e.file_name() != "lost+found") {
             return Err(SystemError::OutputExists(out.clone()));
@@ -483,6 +502,63 @@ fn preflight(opts: &BuildOptions) -> Result<(), SystemError> {
         return Err(SystemError::OutputExists(out.clone()));
     }
     Ok(())
+}
+
+/// True when `dir` holds nothing but `lost+found` and directories other filesystems are
+/// mounted on, which in turn hold nothing else: a freshly made target.
+pub fn holds_only_mounts(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(here) = fs::metadata(dir) else {
+        return false;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        if e.file_name() == "lost+found" {
+            return true;
+        }
+        let path = e.path();
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                // A directory on the same filesystem may only lead to mountpoints.
+                let mounted = m.dev() != here.dev();
+                (mounted || fs::read_dir(&path).is_ok()) && holds_only_mounts(&path)
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Empties a recovered system's root of what an interrupted build onto it left: everything
+/// but `lost+found` and the directories other filesystems are mounted on, whose contents are
+/// cleared the same way. The filesystems themselves stay mounted.
+pub fn clear_target_root(root: &Path) -> Result<(), SystemError> {
+    use std::os::unix::fs::MetadataExt;
+    fn clear(dir: &Path) -> Result<(), SystemError> {
+        let here = fs::metadata(dir).map_err(|e| SystemError::io("cannot read", dir, e))?;
+        for e in fs::read_dir(dir).map_err(|e| SystemError::io("cannot read", dir, e))? {
+            let e = e.map_err(|e| SystemError::io("cannot read", dir, e))?;
+            let path = e.path();
+            if e.file_name() == "lost+found" {
+                continue;
+            }
+            let m = fs::symlink_metadata(&path)
+                .map_err(|e| SystemError::io("cannot read", &path, e))?;
+            if !m.is_dir() {
+                fs::remove_file(&path).map_err(|e| SystemError::io("cannot remove", &path, e))?;
+                continue;
+            }
+            clear(&path)?;
+            // A directory of this filesystem goes, unless another filesystem is mounted on
+            // it or below it.
+            if m.dev() == here.dev() && mounts::mounts_under(&path).is_empty() {
+                fs::remove_dir(&path).map_err(|e| SystemError::io("cannot remove", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+    clear(root)
 }
 
 fn choose_tool(b: Bootstrap) -> Result<&'static str, SystemError> {
@@ -527,6 +603,8 @@ struct Target {
     /// (until the build succeeds).
     guard: Option<WorkDir>,
     keep_on_success: bool,
+    /// Mounts that were there before the build (a recovered system's filesystems): they stay.
+    kept_mounts: Vec<PathBuf>,
 }
 
 impl Target {
@@ -546,6 +624,7 @@ impl Target {
                 archive: Some(output.to_path_buf()),
                 guard: Some(WorkDir(dir)),
                 keep_on_success: false,
+                kept_mounts: Vec::new(),
             });
         }
         let made = !output.exists();
@@ -555,6 +634,7 @@ impl Target {
             .map_err(|e| SystemError::io("cannot open", output, e))?;
         Ok(Target {
             guard: made.then(|| WorkDir(root.clone())),
+            kept_mounts: mounts::mounts_under(&root),
             root,
             archive: None,
             keep_on_success: true,
@@ -573,8 +653,8 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        // A failed build: nothing must stay mounted inside the output.
-        mounts::unmount_under(&self.root);
+        // A failed build: nothing it mounted must stay mounted inside the output.
+        mounts::unmount_under_except(&self.root, &self.kept_mounts);
     }
 }
 
@@ -587,6 +667,7 @@ fn base(
     tool: &str,
     cache: Option<&Cache>,
     root: &Path,
+    kept_mounts: &[PathBuf],
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(bool, String), SystemError> {
     let base_key_text = plan
@@ -624,7 +705,7 @@ fn base(
     };
     let lines = &mut |l: &str| progress(Progress::Output(Phase::Base, l.to_string()));
     let r = cmd::run(Phase::Base, &mut c, LONG, lines);
-    mounts::unmount_under(root);
+    mounts::unmount_under_except(root, kept_mounts);
     r.map_err(|e| match e {
         SystemError::Command {
             phase,
@@ -692,7 +773,10 @@ fn mmdebstrap(
     c.arg("--variant=minbase")
         .arg("--mode=root")
         .arg(format!("--architectures={}", plan.arch))
-        .arg(format!("--components={}", plan.components.join(",")));
+        .arg(format!("--components={}", plan.components.join(",")))
+        // Emptiness is checked before the build, which may go onto a recovered system's
+        // root (lost+found, mountpoints).
+        .arg("--skip=check/empty");
     let trusted = keys.join("trusted.gpg.d");
     fs::create_dir_all(&trusted).map_err(|e| SystemError::io("cannot create", &trusted, e))?;
     let mut any = false;

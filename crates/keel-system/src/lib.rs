@@ -94,6 +94,7 @@ mod apt;
 mod build;
 mod cache;
 mod cmd;
+mod data;
 mod dpkg;
 mod error;
 mod identity;
@@ -106,8 +107,11 @@ mod report;
 mod verify;
 mod version;
 
-pub use build::{build, check, Bootstrap, BuildOptions, Phase, Progress};
+pub use build::{
+    build, check, clear_target_root, holds_only_mounts, Bootstrap, BuildOptions, Phase, Progress,
+};
 pub use cache::ArchiveKind;
+pub use data::{restore_data, DataOptions, DataRestore};
 pub use error::{MissingVersion, SystemError};
 pub use identity::load_identity;
 pub use install::{install, Firmware, InstallOptions, InstallPhase, InstallReport};

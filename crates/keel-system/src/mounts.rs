@@ -51,8 +51,16 @@ pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Unmounts everything at or below `dir`.
 pub(crate) fn unmount_under(dir: &Path) {
+    unmount_under_except(dir, &[]);
+}
+
+/// Unmounts everything at or below `dir` but the mounts in `keep` (the recovered disks a
+/// tree is built onto were mounted before the build, and stay).
+pub(crate) fn unmount_under_except(dir: &Path, keep: &[PathBuf]) {
     for m in mounts_under(dir) {
-        unmount(&m);
+        if !keep.contains(&m) {
+            unmount(&m);
+        }
     }
 }
 

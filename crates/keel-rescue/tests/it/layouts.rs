@@ -105,7 +105,7 @@ fn recover_steps(n: usize, targets: &[&str], md: bool) -> Vec<Value> {
             &format!("apply-{n}"),
             &format!(
                 "echo \"uptime-before $(now)\"\n\
-                 keel recover apply /tmp/plan-{n}.json --yes --keep-mounted --target-root /mnt/t{n}\n\
+                 keel recover apply /tmp/plan-{n}.json --yes --storage-only --keep-mounted --target-root /mnt/t{n}\n\
                  echo \"uptime-after $(now)\""
             ),
         ),

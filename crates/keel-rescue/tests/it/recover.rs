@@ -124,11 +124,11 @@ fn recovery_kit(dir: &Path) {
         {"name": "untouched", "shell": ". ./disks.sh\n\
             lsblk -rn -o NAME,PTTYPE,FSTYPE $(by_serial KEEL-ENC-A) $(by_serial KEEL-ENC-B)\n\
             if [ -e /tmp/plan.journal.json ]; then echo journal-made; else echo no-journal; fi"},
-        {"name": "apply", "timeout_secs": 600, "run": apply(&["--yes", "--keep-mounted"])},
+        {"name": "apply", "timeout_secs": 600, "run": apply(&["--yes", "--storage-only", "--keep-mounted"])},
         {"name": "check", "shell": format!("findmnt -R -rn -o TARGET,SOURCE,FSTYPE {TARGET_ROOT}\n\
             cat /proc/mdstat\n\
             blkid -o full")},
-        {"name": "rerun", "timeout_secs": 600, "run": apply(&["--yes", "--keep-mounted"])},
+        {"name": "rerun", "timeout_secs": 600, "run": apply(&["--yes", "--storage-only", "--keep-mounted"])},
         {"name": "release", "run": ["keel", "recover", "release", "/tmp/plan.json"]},
     ]);
     fs::write(

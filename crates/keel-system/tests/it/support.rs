@@ -437,7 +437,7 @@ pub mod boot {
     /// What the bootable variant adds to the production server: a kernel and GRUB for BIOS.
     pub const BOOT_PACKAGES: &[&str] = &["linux-image-amd64", "grub-pc"];
     /// Bump when the bootable recipe changes.
-    const BOOT_RECIPE: &str = "boot-v2";
+    const BOOT_RECIPE: &str = "boot-v3";
     /// The first line the facts unit prints on the serial console.
     pub const FACTS_BEGIN: &str = "KEEL-FACTS-BEGIN";
     /// The last line it prints, before it powers the machine off.
@@ -463,6 +463,8 @@ ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
 ip -o link show | awk -F': ' '{print "link=" $2 " " $3}'
 findmnt -n -o TARGET,SOURCE,FSTYPE / | sed 's/^/mount=/'
 findmnt -n -o TARGET,SOURCE,FSTYPE /srv | sed 's/^/mount=/'
+echo "srv-readme=$(cat /srv/README 2>/dev/null)"
+echo "srv-state=$(sha256sum /srv/app/state.bin 2>/dev/null | cut -c1-16)"
 echo "cmdline=$(cat /proc/cmdline)"
 echo "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 echo KEEL-FACTS-END

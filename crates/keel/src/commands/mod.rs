@@ -10,6 +10,7 @@ pub mod install;
 pub mod keygen;
 pub mod profiles;
 pub mod recover;
+pub mod recover_system;
 pub mod rescue;
 pub mod rules;
 pub mod schedule;

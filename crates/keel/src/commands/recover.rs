@@ -116,6 +116,8 @@ pub struct ApplyArgs {
     /// Directory holding the host's /sys, /proc and /dev, for the checks.
     #[arg(long, default_value = "/", hide = true)]
     host_root: PathBuf,
+    #[command(flatten)]
+    system: super::recover_system::SystemArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -229,6 +231,7 @@ impl Progress for Printer {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    use super::recover_system::{self as sys, RecoveryReport};
     let plan = read_plan(&args.plan)?;
     let journal_path = args
         .journal
@@ -240,13 +243,43 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let _lock = keel_recover::lock_plan(&args.plan)?;
     let mut journal = Journal::open(&journal_path, &plan, args.target_root.as_deref())?;
+    let target_root = journal.target_root().to_path_buf();
+    let report_path = args
+        .system
+        .report
+        .clone()
+        .unwrap_or_else(|| sys::default_report_path(&args.plan));
+    let started = Instant::now();
+    let mut report = RecoveryReport::new(&plan, &args.plan, &target_root);
+    let finish = |report: &mut RecoveryReport, error: Option<&anyhow::Error>| {
+        report.total_seconds = started.elapsed().as_secs_f64();
+        if let Some(e) = error {
+            report.ok = false;
+            report.error = Some(format!("{e:#}"));
+        }
+        match report.write(&report_path) {
+            Ok(()) => eprintln!("report: {}", report_path.display()),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    };
+
+    // Everything the system phases need is checked before the disks are written.
+    let prepared = match sys::prepare(&args.system, &plan, &mut report) {
+        Ok(p) => p,
+        Err(e) => {
+            finish(&mut report, Some(&e));
+            return Err(e);
+        }
+    };
     let mut opts = SystemOptions::for_plan(&plan);
-    opts.target_root = journal.target_root().to_path_buf();
+    opts.target_root.clone_from(&target_root);
     opts.luks_key_file.clone_from(&args.luks_key_file);
     let mut system = System::new(&plan, opts);
 
     if let Err(e) = keel_recover::recheck_resuming(&plan, &host, &journal) {
-        return Err(with_release_hint(&e, &args.plan, &journal));
+        let e = with_release_hint(&e, &args.plan, &journal);
+        finish(&mut report, Some(&e));
+        return Err(e);
     }
     eprintln!("{}", summary(&plan));
     let done = journal.done();
@@ -265,36 +298,12 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("journal: {} (new)", journal.path().display());
     }
-    eprintln!("target root: {}", journal.target_root().display());
+    eprintln!("target root: {}", target_root.display());
 
     let result =
         keel_recover::apply_journaled(&plan, &host, &mut system, &mut journal, &mut Printer);
-    match result {
-        Ok(applied) => {
-            eprintln!(
-                "applied: {} step{} run, {} checked as done earlier, in {:.1} s",
-                applied.run.len(),
-                plural(applied.run.len()),
-                applied.verified.len(),
-                applied.took.as_secs_f64()
-            );
-            if args.keep_mounted {
-                let kept = system.keep();
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "kept for the next phase:")?;
-                for r in &kept {
-                    writeln!(out, "  {r}")?;
-                }
-                eprintln!(
-                    "hint: release them with keel recover release {}",
-                    args.plan.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                let r = system.release();
-                report_release(&r.released, &r.failed, false)
-            }
-        }
+    let applied = match result {
+        Ok(applied) => applied,
         Err(e) => {
             let r = system.release();
             for (what, why) in &r.failed {
@@ -310,7 +319,73 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
                     journal_path.display()
                 );
             }
-            Err(anyhow::anyhow!(msg))
+            let e = anyhow::anyhow!(msg);
+            finish(&mut report, Some(&e));
+            return Err(e);
+        }
+    };
+    let storage = format!(
+        "{} step{} run, {} checked as done earlier",
+        applied.run.len(),
+        plural(applied.run.len()),
+        applied.verified.len()
+    );
+    eprintln!("applied: {storage}, in {:.1} s", applied.took.as_secs_f64());
+    report.phase("storage", applied.took, storage);
+
+    let outcome = match &prepared {
+        Some(p) => sys::run(&args.system, p, &target_root, &journal_path, &mut report),
+        None => Ok(true),
+    };
+    if args.keep_mounted {
+        let kept = system.keep();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "kept for the next phase:")?;
+        for r in &kept {
+            writeln!(out, "  {r}")?;
+        }
+        eprintln!(
+            "hint: release them with keel recover release {}",
+            args.plan.display()
+        );
+    } else {
+        let t = Instant::now();
+        let r = system.release();
+        if prepared.is_some() {
+            report.phase(
+                "release",
+                t.elapsed(),
+                format!("{} released", r.released.len()),
+            );
+        }
+        if let Err(e) = report_release(&r.released, &r.failed, false) {
+            finish(&mut report, Some(&e));
+            return Err(e);
+        }
+    }
+    match outcome {
+        Ok(ok) => {
+            report.ok = ok;
+            finish(&mut report, None);
+            if prepared.is_some() {
+                std::io::stdout()
+                    .lock()
+                    .write_all(report.render().as_bytes())
+                    .context("cannot write to standard output")?;
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            finish(&mut report, Some(&e));
+            std::io::stdout()
+                .lock()
+                .write_all(report.render().as_bytes())
+                .context("cannot write to standard output")?;
+            Err(e)
         }
     }
 }
@@ -425,6 +500,11 @@ fn dry_run(
             }
         }
     }
+    writeln!(
+        o,
+        "\nthen: {}",
+        super::recover_system::describe(&args.system, plan)
+    )?;
     if !plan.notes.is_empty() {
         writeln!(o, "\nnotes:")?;
         for n in &plan.notes {
@@ -504,6 +584,9 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let mut plan = keel_recover::plan(&file.profile, &inventory, &opts)?;
     plan.source.profile_hash = Some(file.hash()?.to_hex());
+    plan.source.profile_path = std::path::absolute(&args.profile)
+        .ok()
+        .map(|p| p.display().to_string());
     let json = plan.to_json() + "\n";
     if let Some(path) = &args.output {
         output::write_atomic(path, json.as_bytes(), 0o600)?;

@@ -5,8 +5,11 @@
 //! serial console and a unit that prints facts on the console and powers off (see
 //! `support::boot_server_tarball`), laid onto a 6 GiB GPT image (BIOS boot partition, ext4
 //! root, ext4 /srv) and captured. Its profile is cached with the recovery identity its
-//! secrets are encrypted to. The test then goes from a blank 4 GiB image to a booted,
-//! verified system: plan, apply (kept mounted), build-tree, install, release, boot.
+//! secrets are encrypted to; its `/srv` data is backed up with restic to a local repository
+//! named in `/etc/keel/data.toml`. The test then goes from a blank 4 GiB image to a booted,
+//! verified system with two commands: `keel recover plan`, and `keel recover apply`, which
+//! rebuilds the disks, builds the tree onto them from the warm package cache, makes it boot,
+//! restores `/srv` with restic and verifies the result; then the image boots under QEMU.
 //!
 //! Needs root, debootstrap, loop devices with partx and QEMU; without them it says why on
 //! stderr and passes.
@@ -31,7 +34,9 @@ const SRV_UUID: &str = "8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3";
 const OLD_NIC: &str = "ens3";
 const NEW_NIC: &str = "ens5";
 /// Bump when the source image's recipe changes.
-const PROFILE_RECIPE: &str = "p2";
+const PROFILE_RECIPE: &str = "p3";
+/// The restic repository's password.
+const RESTIC_PASSWORD: &str = "keel-test-restic";
 
 /// A loop device with partition nodes, detached when dropped.
 struct Loop {
@@ -107,7 +112,7 @@ fn source_profile() -> (PathBuf, PathBuf) {
     let key = dir.join(format!("boot-server-{PROFILE_RECIPE}.key"));
     let lock = fs::File::create(dir.join("boot-profile.lock")).expect("lock file");
     lock.lock().expect("lock");
-    if profile.is_file() && key.is_file() {
+    if profile.is_file() && key.is_file() && restic_repository().join("config").is_file() {
         return (profile, key);
     }
     let started = Instant::now();
@@ -174,6 +179,47 @@ fn source_profile() -> (PathBuf, PathBuf) {
     )
     .expect("fstab");
     fs::write(root.join("srv/README"), "application data lives here\n").expect("srv data");
+    fs::create_dir_all(root.join("srv/app")).expect("mkdir srv/app");
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(root.join("srv/app/state.bin"), &data).expect("srv data");
+    // /srv is backed up with restic, as the source host itself would (paths as /srv, the
+    // host's name); the profile only names the path, the repository and the password file.
+    let repo = restic_repository();
+    let _ = fs::remove_dir_all(&repo);
+    fs::create_dir_all(root.join("etc/keel")).expect("mkdir etc/keel");
+    let password = root.join("etc/keel/restic-password");
+    fs::write(&password, format!("{RESTIC_PASSWORD}\n")).expect("password");
+    fs::set_permissions(
+        &password,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    fs::write(
+        root.join("etc/keel/data.toml"),
+        format!(
+            "[[data]]\npath = \"/srv\"\nbackup = \"restic\"\nrepository = \"{}\"\n\
+             password_file = \"/etc/keel/restic-password\"\n",
+            repo.display()
+        ),
+    )
+    .expect("data.toml");
+    let restic = |args: &str| {
+        run(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind \"$1/srv\" /srv && restic --repo \"$2\" --password-file \
+                     \"$3\" --no-cache {args}"
+                ))
+                .arg("sh")
+                .arg(&root)
+                .arg(&repo)
+                .arg(&password),
+            Duration::from_secs(120),
+        )
+    };
+    restic("init");
+    restic(&format!("backup --host {HOSTNAME} /srv"));
     run(&mut Command::new("sync"), Duration::from_secs(60));
     let identity = age::x25519::Identity::generate();
     let file = system_support::capture(&root, Some(&identity.to_public().to_string()));
@@ -192,6 +238,11 @@ fn source_profile() -> (PathBuf, PathBuf) {
         started.elapsed()
     ));
     (profile, key)
+}
+
+/// The restic repository the source's `/srv` is backed up to (cached with its profile).
+fn restic_repository() -> PathBuf {
+    cache_dir().join(format!("boot-server-{PROFILE_RECIPE}.restic"))
 }
 
 /// Runs `keel ARGS`, which must succeed; returns stdout and stderr together.
@@ -351,8 +402,9 @@ fn a_blank_image_becomes_the_booted_verified_server() {
         &s(&plan),
     ]);
     timed("plan", t);
+    let report_path = dir.join("report.json");
     let t = Instant::now();
-    keel(&[
+    let out = keel(&[
         "recover",
         "apply",
         &s(&plan),
@@ -360,48 +412,54 @@ fn a_blank_image_becomes_the_booted_verified_server() {
         "--keep-mounted",
         "--target-root",
         &s(&target),
-    ]);
-    timed("apply (storage)", t);
-    // Released even when the test fails from here on.
-    let release = Release(plan.clone(), target.clone());
-
-    let tree = dir.join("tree");
-    let t = Instant::now();
-    keel(&[
-        "recover",
-        "build-tree",
-        "--profile",
-        &s(&profile_path),
-        "--output",
-        &s(&tree),
         "--recovery-identity",
         &s(&key),
         "--cache",
         &s(&cache_dir().join("build-cache")),
-    ]);
-    timed("build-tree", t);
-
-    let t = Instant::now();
-    let out = keel(&[
-        "recover",
-        "install",
-        "--profile",
-        &s(&profile_path),
-        "--plan",
-        &s(&plan),
-        "--tree",
-        &s(&tree),
-        "--target-root",
-        &s(&target),
         "--firmware",
         "bios",
         "--nic-map",
         &format!("{OLD_NIC}={NEW_NIC}"),
-        "--recovery-identity",
-        &s(&key),
+        "--report",
+        &s(&report_path),
     ]);
-    timed("install", t);
+    timed("apply", t);
+    // Released even when the test fails from here on.
+    let release = Release(plan.clone(), target.clone());
     note(&out);
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(&report_path).expect("report")).expect("report JSON");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["hostname"], HOSTNAME);
+    let report_phases: Vec<&str> = report["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .filter_map(|p| p["phase"].as_str())
+        .collect();
+    for phase in [
+        "preflight",
+        "storage",
+        "secrets",
+        "mounts",
+        "network",
+        "initramfs",
+        "bootloader",
+        "data",
+        "verify",
+    ] {
+        assert!(
+            report_phases.contains(&phase),
+            "no {phase} phase in {report_phases:?}"
+        );
+    }
+    assert!(out.contains("recovery of prod-web-1 succeeded"), "{out}");
+    assert_eq!(report["data"][0]["path"], "/srv", "{:#}", report["data"]);
+    assert_eq!(report["verify"]["unexpected"], serde_json::json!([]));
+    let restored = fs::read(target.join("srv/app/state.bin")).expect("restored data");
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert!(restored == data, "the restored /srv/app/state.bin differs");
+    fs::write(dir.join("state.bin"), &data).expect("state.bin");
     let grub = fs::read_to_string(target.join("boot/grub/grub.cfg")).expect("grub.cfg");
     assert!(!grub.contains("/dev/loop"), "grub.cfg names a loop device");
     assert!(grub.contains(&format!("root=UUID={ROOT_UUID}")), "{grub}");
@@ -470,6 +528,84 @@ fn a_blank_image_becomes_the_booted_verified_server() {
         cmdline.contains(&format!("root=UUID={ROOT_UUID}")) && cmdline.contains("console=ttyS0"),
         "{cmdline}"
     );
+    assert_eq!(fact(&f, "srv-readme"), ["application data lives here"]);
+    let state_sum = Command::new("sha256sum")
+        .arg(dir.join("state.bin"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout)[..16].to_string())
+        .expect("sha256sum");
+    assert_eq!(fact(&f, "srv-state"), [state_sum.as_str()], "restored data");
     let mounts = fact(&f, "mount");
     assert!(mounts.iter().any(|m| m.starts_with("/srv ")), "{mounts:?}");
+}
+
+#[test]
+fn a_package_version_the_repositories_lost_stops_apply_before_any_disk_is_written() {
+    if let Some(why) = missing() {
+        note(&format!(
+            "skipped: needs root, debootstrap, loop devices with partx and QEMU ({why})"
+        ));
+        return;
+    }
+    let (profile_path, _key) = source_profile();
+    let mut file = keel_profile::ProfileFile::decode(&fs::read(&profile_path).expect("profile"))
+        .expect("decode profile");
+    let cron = file
+        .profile
+        .packages
+        .packages
+        .iter_mut()
+        .find(|p| p.name == "cron")
+        .expect("cron is installed");
+    cron.version = "3.0pl1-999+keel.gone".into();
+    let scratch = Scratch::new("keel-lost-version-");
+    let dir = scratch.path();
+    let s = |p: &Path| p.display().to_string();
+    let profile = dir.join("lost.keel");
+    fs::write(&profile, file.encode().expect("encode")).expect("write profile");
+    let img = dir.join("target.img");
+    fs::File::create(&img)
+        .and_then(|f| f.set_len(4 * GIB))
+        .expect("blank image");
+    let plan = dir.join("plan.json");
+    keel(&[
+        "recover",
+        "plan",
+        "--profile",
+        &s(&profile),
+        "--target",
+        &s(&img),
+        "--output",
+        &s(&plan),
+    ]);
+    let out = Command::new(KEEL)
+        .args(["recover", "apply"])
+        .arg(&plan)
+        .args(["--yes", "--target-root"])
+        .arg(dir.join("target"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run keel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cron 3.0pl1-999+keel.gone") && stderr.contains("no disk was written"),
+        "{stderr}"
+    );
+    // Not a byte of the image was written: the sparse file still has no block.
+    let blocks = std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&img).expect("image"));
+    assert_eq!(
+        blocks, 0,
+        "the image was written to before the check refused"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("plan.report.json")).expect("report"))
+            .expect("report JSON");
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cron 3.0pl1-999+keel.gone")),
+        "{report:#}"
+    );
 }
