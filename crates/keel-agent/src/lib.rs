@@ -14,7 +14,12 @@
 //! agent/acked.keel     the last profile the server acknowledged (the base of patches)
 //! agent/spool/*.keel   captures waiting for delivery, in order
 //! agent/rejected/      captures the server refused for good, with the reason
+//! agent/rollback/      the journals of rollback jobs (`ID.journal.json`)
 //! ```
+//!
+//! Besides captures, the agent applies the rollback jobs an administrator approved on the
+//! server ([`Agent::next_rollback`], [`Agent::run_rollback`]): a dry run, then the steps with a
+//! journal, a new capture delivered, and a signed report.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -71,6 +76,9 @@ pub enum AgentError {
     /// Capturing failed.
     #[error(transparent)]
     Capture(#[from] keel_collect::CollectError),
+    /// A rollback job could not be read or applied.
+    #[error(transparent)]
+    Rollback(#[from] keel_rollback::RollbackError),
     /// A profile file could not be read.
     #[error("{path}: {detail}")]
     Profile {
@@ -487,6 +495,198 @@ impl Agent {
         }
         Err("server kept asking for more; will retry".into())
     }
+}
+
+/// A rollback job the server handed to this agent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RollbackJob {
+    /// The job's id on the server.
+    pub id: i64,
+    /// The plan to apply.
+    pub plan: keel_rollback::Plan,
+    /// Who approved it.
+    #[serde(default)]
+    pub decided_by: Option<String>,
+}
+
+/// How a rollback job ended, as the server recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackResult {
+    /// The job.
+    pub id: i64,
+    /// `done` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+impl Agent {
+    /// Sends a signed JSON request to the server: the body carries the agent id and the time,
+    /// the `X-Keel-Signature` header its signature with the agent's key.
+    fn signed_post(
+        &self,
+        path: &str,
+        mut body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), AgentError> {
+        use base64::Engine as _;
+        let config = self.config()?;
+        let key = self.key()?;
+        let ca_path = self.path("ca.pem");
+        let ca = std::fs::read_to_string(&ca_path).map_err(|e| file_err(&ca_path, e))?;
+        body["agent_id"] = config.agent_id.clone().into();
+        body["at_ms"] = now_ms().into();
+        let bytes = body.to_string().into_bytes();
+        let sig = key.sign(&keel_rollback::agent_request_hash(&bytes));
+        let url = format!("{}{path}", config.server);
+        let mut resp = http_agent(Some(&ca))
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header(
+                "X-Keel-Signature",
+                base64::engine::general_purpose::STANDARD.encode(sig),
+            )
+            .send(&bytes[..])
+            .map_err(|e| AgentError::Unreachable {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if status >= 400 {
+            return Err(AgentError::Refused {
+                what: path.to_string(),
+                status,
+                message: error_message(&text),
+            });
+        }
+        Ok((status, v))
+    }
+
+    /// The next rollback job approved for this host, if any (the server marks it running).
+    pub fn next_rollback(&self) -> Result<Option<RollbackJob>, AgentError> {
+        let (status, v) =
+            self.signed_post("/api/v1/agent/rollbacks/next", serde_json::json!({}))?;
+        if status == 204 {
+            return Ok(None);
+        }
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| AgentError::Refused {
+                what: "rollback job".into(),
+                status,
+                message: format!("the server sent a job this agent cannot read: {e}"),
+            })
+    }
+
+    /// Applies a rollback job: a dry run first, then the steps with a journal (a job cut short
+    /// resumes where it stopped), then a capture delivered to the server and a signed report.
+    /// The server marks the job done only when that capture shows the selected changes gone.
+    /// `log` hears what happens, one line at a time.
+    pub fn run_rollback(
+        &self,
+        job: &RollbackJob,
+        identity: Option<&age::x25519::Identity>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<RollbackResult, AgentError> {
+        let id = job.id;
+        let plan = &job.plan;
+        log(&format!(
+            "rollback {id}: approved by {}, {} steps for {} selected changes",
+            job.decided_by.as_deref().unwrap_or("?"),
+            plan.steps.len(),
+            plan.included_rows().len()
+        ));
+        for line in plan.to_string().lines().filter(|l| !l.is_empty()) {
+            log(&format!("rollback {id}: {line}"));
+        }
+        let blobs = plan.blob_map()?;
+        log(&format!("rollback {id}: dry run"));
+        let dry = keel_rollback::apply(
+            plan,
+            &mut keel_rollback::DryRun {
+                root: &self.root,
+                blobs: &blobs,
+            },
+            None,
+            &mut |o| log(&format!("rollback {id}:   {}. {}", o.number, o.output)),
+        );
+        let outcome: (bool, Option<String>, Vec<String>) = if let Err(e) = dry {
+            (false, Some(format!("dry run failed: {e}")), Vec::new())
+        } else {
+            log(&format!("rollback {id}: applying"));
+            let journal = self.path("rollback").join(format!("{id}.journal.json"));
+            let mut real = keel_rollback::Real {
+                root: &self.root,
+                blobs: &blobs,
+                identity,
+            };
+            let mut lines = Vec::new();
+            let res = keel_rollback::apply(plan, &mut real, Some(&journal), &mut |o| {
+                let l = format!("{}. {}: {}", o.number, o.description, o.output);
+                log(&format!("rollback {id}:   {l}"));
+                lines.push(l);
+            });
+            match res {
+                Ok(_) => (true, None, lines),
+                Err(e) => (false, Some(e.to_string()), lines),
+            }
+        };
+        // A new capture, delivered, so the server can check the result.
+        log(&format!("rollback {id}: capturing to check"));
+        let spooled = self.capture_to_spool()?;
+        let hash = read_profile(&spooled)?
+            .hash()
+            .map_err(|e| file_err(&spooled, e))?;
+        let mut last_err = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            if let Err(e) = self.deliver() {
+                last_err = Some(e);
+                continue;
+            }
+            let report = serde_json::json!({
+                "ok": outcome.0,
+                "error": outcome.1,
+                "profile_hash": hash,
+                "output": outcome.2.join("\n"),
+            });
+            match self.signed_post(&format!("/api/v1/agent/rollbacks/{id}/report"), report) {
+                Ok((_, v)) => {
+                    let r = RollbackResult {
+                        id,
+                        status: v["status"].as_str().unwrap_or("?").to_string(),
+                        reason: v["reason"].as_str().map(String::from),
+                    };
+                    log(&format!(
+                        "rollback {id}: {}{}",
+                        r.status,
+                        r.reason
+                            .as_deref()
+                            .map(|x| format!(": {x}"))
+                            .unwrap_or_default()
+                    ));
+                    return Ok(r);
+                }
+                // The capture is not stored yet: deliver again and retry.
+                Err(AgentError::Refused { status: 409, .. }) if attempt < 4 => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| AgentError::Refused {
+            what: format!("report of rollback {id}"),
+            status: 409,
+            message: "the server did not take the report".into(),
+        }))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 enum Outcome {

@@ -59,6 +59,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/rules", get(list_rules))
         .route(
+            "/api/v1/rollbacks",
+            get(crate::rollback::list).post(crate::rollback::create),
+        )
+        .route("/api/v1/rollbacks/{id}", get(crate::rollback::show))
+        .route(
+            "/api/v1/rollbacks/{id}/approve",
+            post(crate::rollback::approve),
+        )
+        .route(
+            "/api/v1/rollbacks/{id}/reject",
+            post(crate::rollback::reject),
+        )
+        .route("/api/v1/agent/rollbacks/next", post(crate::rollback::next))
+        .route(
+            "/api/v1/agent/rollbacks/{id}/report",
+            post(crate::rollback::report),
+        )
+        .route(
             "/api/v1/rules/{name}",
             axum::routing::put(put_rule).delete(delete_rule),
         )
@@ -76,7 +94,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -116,10 +134,14 @@ impl From<keel_store::StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Checks the bearer token; `allowed` lists the kinds that may call.
-fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[TokenKind]) -> ApiResult<TokenKind> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    allowed: &[TokenKind],
+) -> ApiResult<TokenKind> {
     let deny = |m: &str| {
         state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
@@ -147,7 +169,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[TokenKind]) -> Ap
     Ok(kind)
 }
 
-const READ: &[TokenKind] = &[TokenKind::Admin, TokenKind::Readonly];
+pub(crate) const READ: &[TokenKind] = &[TokenKind::Admin, TokenKind::Readonly];
 
 async fn metrics(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
     let hosts = s.store.host_states(crate::now_ms())?;
@@ -405,7 +427,7 @@ async fn profiles(
     .into_response())
 }
 
-fn load(s: &AppState, id: i64) -> ApiResult<(keel_store::ProfileSummary, Profile)> {
+pub(crate) fn load(s: &AppState, id: i64) -> ApiResult<(keel_store::ProfileSummary, Profile)> {
     let (summary, bytes) = s.store.profile(id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -663,7 +685,7 @@ fn reload_rules(s: &AppState) -> ApiResult<()> {
 }
 
 /// A host by name, or 404.
-fn find_host(s: &AppState, name: &str) -> ApiResult<keel_store::HostRecord> {
+pub(crate) fn find_host(s: &AppState, name: &str) -> ApiResult<keel_store::HostRecord> {
     s.store.host(name)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -23,6 +23,7 @@ mod api;
 mod ingest;
 mod metrics;
 mod notify;
+mod rollback;
 pub mod settings;
 pub mod tls;
 mod watch;

@@ -416,4 +416,97 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn record_delivery(&self, record: &DeliveryRecord) -> Result<()>;
     /// Delivery attempts, newest first, older than `before`.
     fn deliveries(&self, before: Option<i64>, limit: u32) -> Result<Vec<DeliveryRecord>>;
+
+    /// Stores a proposed rollback.
+    fn create_rollback(&self, job: &NewRollback) -> Result<RollbackRecord>;
+    /// One rollback.
+    fn rollback(&self, id: i64) -> Result<Option<RollbackRecord>>;
+    /// Rollbacks, newest first, optionally of one host.
+    fn rollbacks(&self, host_id: Option<i64>, limit: u32) -> Result<Vec<RollbackRecord>>;
+    /// Approves (or rejects) a proposed rollback, recording who, when and why; any other
+    /// status is a conflict.
+    fn decide_rollback(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<RollbackRecord>;
+    /// The host's oldest approved rollback (or one left running by an interrupted agent),
+    /// marked running.
+    fn next_rollback(&self, host_id: i64, now: i64) -> Result<Option<RollbackRecord>>;
+    /// Ends a running rollback: `done`, or `failed` with the reason.
+    fn finish_rollback(&self, id: i64, end: &RollbackEnd, now: i64) -> Result<RollbackRecord>;
+}
+
+/// A rollback to store, as proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRollback {
+    /// The host.
+    pub host_id: i64,
+    /// The profile in which the selected changes appear.
+    pub from_profile: i64,
+    /// The profile they go back to.
+    pub to_profile: i64,
+    /// The `SECTION:KEY` selectors.
+    pub selection: Vec<String>,
+    /// The plan (keel-rollback's JSON).
+    pub plan: serde_json::Value,
+    /// Who proposed it.
+    pub created_by: String,
+    /// When, ms.
+    pub now: i64,
+}
+
+/// How a running rollback ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackEnd {
+    /// True for `done`, false for `failed`.
+    pub done: bool,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// The profile captured after it.
+    pub result_profile: Option<i64>,
+    /// What the agent reported (its steps).
+    pub output: Option<String>,
+}
+
+/// A stored rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    /// Store id.
+    pub id: i64,
+    /// The host's id.
+    pub host_id: i64,
+    /// The host's name.
+    pub host: String,
+    /// The profile in which the selected changes appear.
+    pub from_profile: i64,
+    /// The profile they go back to.
+    pub to_profile: i64,
+    /// The `SECTION:KEY` selectors.
+    pub selection: Vec<String>,
+    /// The plan.
+    pub plan: serde_json::Value,
+    /// `proposed`, `approved`, `rejected`, `running`, `done` or `failed`.
+    pub status: String,
+    /// Why it was rejected or failed.
+    pub reason: Option<String>,
+    /// Who proposed it.
+    pub created_by: String,
+    /// When, ms.
+    pub created_at_ms: i64,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// When, ms.
+    pub decided_at_ms: Option<i64>,
+    /// When the agent picked it up, ms.
+    pub started_at_ms: Option<i64>,
+    /// When it ended, ms.
+    pub finished_at_ms: Option<i64>,
+    /// The profile captured after it was applied.
+    pub result_profile: Option<i64>,
+    /// What the agent reported.
+    pub output: Option<String>,
 }

@@ -9,8 +9,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use keel_schedule::{HostState, Schedule};
 
 use crate::{
-    AgentRecord, AlertRecord, DeliveryRecord, HostRecord, Ingest, NewAgent, NewAlert, Notification,
-    ProfileSummary, Result, Store, StoreError, TokenKind, MISSING_RULE,
+    AgentRecord, AlertRecord, DeliveryRecord, HostRecord, Ingest, NewAgent, NewAlert, NewRollback,
+    Notification, ProfileSummary, Result, RollbackEnd, RollbackRecord, Store, StoreError,
+    TokenKind, MISSING_RULE,
 };
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
@@ -19,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_rules_alerts.sql"),
     include_str!("../migrations/0003_watch_notify.sql"),
     include_str!("../migrations/0004_profile_deltas.sql"),
+    include_str!("../migrations/0005_rollbacks.sql"),
 ];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
@@ -977,4 +979,169 @@ impl Store for SqliteStore {
             .collect()
         })
     }
+
+    fn create_rollback(&self, job: &NewRollback) -> Result<RollbackRecord> {
+        let selection = serde_json::to_string(&job.selection)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let plan = job.plan.to_string();
+        let id = self.write(|c| {
+            for p in [job.from_profile, job.to_profile] {
+                let owner: Option<i64> = c
+                    .query_row("SELECT host_id FROM profiles WHERE id = ?1", [p], |r| r.get(0))
+                    .optional()?;
+                if owner != Some(job.host_id) {
+                    return Err(StoreError::NotFound(format!("profile {p} of the host")));
+                }
+            }
+            c.execute(
+                "INSERT INTO rollbacks (host_id, from_profile, to_profile, selection, plan, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.host_id,
+                    job.from_profile,
+                    job.to_profile,
+                    selection,
+                    plan,
+                    job.created_by,
+                    job.now
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        self.rollback(id)?
+            .ok_or_else(|| StoreError::NotFound(format!("rollback {id}")))
+    }
+
+    fn rollback(&self, id: i64) -> Result<Option<RollbackRecord>> {
+        self.read(|c| rollback_by_id(c, id))
+    }
+
+    fn rollbacks(&self, host_id: Option<i64>, limit: u32) -> Result<Vec<RollbackRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ROLLBACK_COLS} FROM rollbacks r JOIN hosts h ON h.id = r.host_id
+                 WHERE (?1 IS NULL OR r.host_id = ?1) ORDER BY r.id DESC LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![host_id, limit], rollback_row)?;
+            rows.map(|r| finish_rollback_row(r?)).collect()
+        })
+    }
+
+    fn decide_rollback(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<RollbackRecord> {
+        let status = if approve { "approved" } else { "rejected" };
+        self.write(|c| {
+            let changed = c.execute(
+                "UPDATE rollbacks SET status = ?1, decided_by = ?2, decided_at = ?3, reason = ?4
+                 WHERE id = ?5 AND status = 'proposed'",
+                params![status, by, now, reason, id],
+            )?;
+            let job = rollback_by_id(c, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("rollback {id}")))?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "rollback {id} is {}, not proposed: only a proposed rollback can be {status}",
+                    job.status
+                )));
+            }
+            Ok(job)
+        })
+    }
+
+    fn next_rollback(&self, host_id: i64, now: i64) -> Result<Option<RollbackRecord>> {
+        self.write(|c| {
+            let id: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM rollbacks WHERE host_id = ?1 AND status IN ('approved', 'running')
+                     ORDER BY id LIMIT 1",
+                    [host_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            c.execute(
+                "UPDATE rollbacks SET status = 'running', started_at = coalesce(started_at, ?1)
+                 WHERE id = ?2",
+                params![now, id],
+            )?;
+            rollback_by_id(c, id)
+        })
+    }
+
+    fn finish_rollback(&self, id: i64, end: &RollbackEnd, now: i64) -> Result<RollbackRecord> {
+        let status = if end.done { "done" } else { "failed" };
+        self.write(|c| {
+            let changed = c.execute(
+                "UPDATE rollbacks SET status = ?1, reason = ?2, result_profile = ?3, output = ?4,
+                 finished_at = ?5 WHERE id = ?6 AND status = 'running'",
+                params![status, end.reason, end.result_profile, end.output, now, id],
+            )?;
+            let job = rollback_by_id(c, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("rollback {id}")))?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "rollback {id} is {}, not running",
+                    job.status
+                )));
+            }
+            Ok(job)
+        })
+    }
+}
+
+const ROLLBACK_COLS: &str = "r.id, r.host_id, h.name, r.from_profile, r.to_profile, r.selection, r.plan, r.status, r.reason, r.created_by, r.created_at, r.decided_by, r.decided_at, r.started_at, r.finished_at, r.result_profile, r.output";
+
+fn rollback_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RollbackRecord, String, String)> {
+    Ok((
+        RollbackRecord {
+            id: r.get(0)?,
+            host_id: r.get(1)?,
+            host: r.get(2)?,
+            from_profile: r.get(3)?,
+            to_profile: r.get(4)?,
+            selection: Vec::new(),
+            plan: serde_json::Value::Null,
+            status: r.get(7)?,
+            reason: r.get(8)?,
+            created_by: r.get(9)?,
+            created_at_ms: r.get(10)?,
+            decided_by: r.get(11)?,
+            decided_at_ms: r.get(12)?,
+            started_at_ms: r.get(13)?,
+            finished_at_ms: r.get(14)?,
+            result_profile: r.get(15)?,
+            output: r.get(16)?,
+        },
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn finish_rollback_row(
+    (mut j, selection, plan): (RollbackRecord, String, String),
+) -> Result<RollbackRecord> {
+    j.selection = serde_json::from_str(&selection)
+        .map_err(|e| StoreError::Corrupt(format!("rollback {}: {e}", j.id)))?;
+    j.plan = serde_json::from_str(&plan)
+        .map_err(|e| StoreError::Corrupt(format!("rollback {}: {e}", j.id)))?;
+    Ok(j)
+}
+
+fn rollback_by_id(c: &Connection, id: i64) -> Result<Option<RollbackRecord>> {
+    let row = c
+        .query_row(
+            &format!(
+                "SELECT {ROLLBACK_COLS} FROM rollbacks r JOIN hosts h ON h.id = r.host_id WHERE r.id = ?1"
+            ),
+            [id],
+            rollback_row,
+        )
+        .optional()?;
+    row.map(finish_rollback_row).transpose()
 }

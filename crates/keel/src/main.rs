@@ -53,6 +53,9 @@ enum Command {
     /// filesystem, verify the result.
     #[command(subcommand)]
     Recover(commands::recover::Recover),
+    /// Back out selected configuration changes: locally from a profile file, or through a
+    /// server (planned, approved, then applied by the host's agent).
+    Rollback(commands::rollback::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Profiles(a) => commands::profiles::run(&a),
         Command::Rescue(a) => commands::rescue::run(&a),
         Command::Recover(r) => commands::recover::run(&r),
+        Command::Rollback(a) => commands::rollback::run(&a),
     };
     match result {
         Ok(code) => code,

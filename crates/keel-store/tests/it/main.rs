@@ -185,6 +185,85 @@ fn story(store: &dyn Store) {
     let hosts = store.hosts(None, 10).unwrap();
     assert_eq!(hosts.len(), 1);
     assert!(store.hosts(Some("web1"), 10).unwrap().is_empty());
+
+    rollback_story(store, h.id, &ids);
+}
+
+/// Rollback jobs: proposed, then approved (who and when recorded) or rejected; an approved
+/// job is handed to the agent once and ends done or failed with a reason.
+fn rollback_story(store: &dyn Store, host_id: i64, ids: &[i64]) {
+    let new = |n: i64| keel_store::NewRollback {
+        host_id,
+        from_profile: ids[1],
+        to_profile: ids[0],
+        selection: vec!["users:mallory".into()],
+        plan: serde_json::json!({ "steps": [n] }),
+        created_by: "carol".into(),
+        now: 100 + n,
+    };
+    let a = store.create_rollback(&new(1)).unwrap();
+    assert_eq!(a.status, "proposed");
+    assert_eq!(a.host, "web1");
+    assert_eq!(a.selection, vec!["users:mallory".to_string()]);
+    assert_eq!(a.plan["steps"][0], 1);
+    let b = store.create_rollback(&new(2)).unwrap();
+    let mut bad = new(3);
+    bad.to_profile = 99_999;
+    assert!(matches!(
+        store.create_rollback(&bad),
+        Err(StoreError::NotFound(_))
+    ));
+
+    assert_eq!(
+        store.next_rollback(host_id, 200).unwrap(),
+        None,
+        "proposed jobs wait"
+    );
+    let approved = store
+        .decide_rollback(a.id, true, "alice", None, 201)
+        .unwrap();
+    assert_eq!(approved.status, "approved");
+    assert_eq!(approved.decided_by.as_deref(), Some("alice"));
+    assert_eq!(approved.decided_at_ms, Some(201));
+    let rejected = store
+        .decide_rollback(b.id, false, "bob", Some("not now"), 202)
+        .unwrap();
+    assert_eq!(rejected.status, "rejected");
+    assert_eq!(rejected.reason.as_deref(), Some("not now"));
+    let again = store
+        .decide_rollback(b.id, true, "alice", None, 203)
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert!(again.to_string().contains("rejected"), "{again}");
+
+    let running = store.next_rollback(host_id, 210).unwrap().unwrap();
+    assert_eq!((running.id, running.status.as_str()), (a.id, "running"));
+    assert_eq!(running.started_at_ms, Some(210));
+    // An agent that restarts mid-job gets the same job again.
+    assert_eq!(store.next_rollback(host_id, 220).unwrap().unwrap().id, a.id);
+    let end = keel_store::RollbackEnd {
+        done: false,
+        reason: Some("users.users:mallory is still there".into()),
+        result_profile: Some(ids[1]),
+        output: Some("1. remove user mallory: failed".into()),
+    };
+    let failed = store.finish_rollback(a.id, &end, 230).unwrap();
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.finished_at_ms, Some(230));
+    assert_eq!(failed.result_profile, Some(ids[1]));
+    assert!(matches!(
+        store.finish_rollback(a.id, &end, 231),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.next_rollback(host_id, 240).unwrap(), None);
+    let listed = store.rollbacks(Some(host_id), 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![b.id, a.id],
+        "newest first"
+    );
+    assert_eq!(store.rollback(a.id).unwrap().unwrap(), failed);
+    assert!(store.rollback(12_345).unwrap().is_none());
 }
 
 fn missing_alert(host: &str, at: i64) -> NewAlert {

@@ -62,6 +62,13 @@ pub struct RunArgs {
     /// Stop after this many captures (for tests and one-off runs); 0 runs for ever.
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Ask the server for approved rollback jobs this often (`5s`, `1m`).
+    #[arg(long, value_parser = parse_interval, default_value = "5s")]
+    poll: Duration,
+    /// The recovery identity (`keel keygen`'s secret key file): rollback jobs put secrets
+    /// back with it; without it secrets are left as they are.
+    #[arg(long, env = "KEEL_RECOVERY_IDENTITY", value_name = "FILE")]
+    identity: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -185,6 +192,13 @@ fn next_capture_after(a: &keel_agent::Agent, fixed: Option<Duration>, captured_m
 fn daemon(r: &RunArgs) -> anyhow::Result<ExitCode> {
     let a = agent(&r.common);
     a.config()?;
+    let identity = r
+        .identity
+        .as_deref()
+        .map(keel_system::load_identity)
+        .transpose()?;
+    let mut next_poll = Instant::now();
+    let mut poll_backoff = r.poll;
     let mut captures = 0u64;
     let mut captured_ms = wall_ms();
     let mut next_capture = Instant::now();
@@ -229,10 +243,33 @@ fn daemon(r: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        if Instant::now() >= next_poll {
+            // Approved rollbacks are picked up within one poll, not at the next capture.
+            match a.next_rollback() {
+                Ok(Some(job)) => {
+                    if let Err(e) =
+                        a.run_rollback(&job, identity.as_ref(), &mut |l| eprintln!("{l}"))
+                    {
+                        eprintln!("rollback {}: could not finish: {e}", job.id);
+                    }
+                    poll_backoff = r.poll;
+                    next_poll = Instant::now();
+                }
+                Ok(None) => {
+                    poll_backoff = r.poll;
+                    next_poll = Instant::now() + r.poll;
+                }
+                Err(e) => {
+                    eprintln!("asking for rollback jobs failed: {e}; retrying in {poll_backoff:?}");
+                    next_poll = Instant::now() + poll_backoff;
+                    poll_backoff = (poll_backoff * 2).min(Duration::from_secs(300));
+                }
+            }
+        }
         if r.count > 0 && captures >= r.count && a.spooled()?.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        let wake = next_capture.min(next_delivery);
+        let wake = next_capture.min(next_delivery).min(next_poll);
         std::thread::sleep(
             wake.saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(50)),

@@ -12,6 +12,7 @@ pub mod profiles;
 pub mod recover;
 pub mod recover_system;
 pub mod rescue;
+pub mod rollback;
 pub mod rules;
 pub mod schedule;
 pub mod server;

@@ -13,6 +13,7 @@ mod fleet;
 #[allow(dead_code)]
 mod http_server;
 mod install;
+mod rollback;
 mod secrets;
 mod server;
 #[path = "../../../keel-notify/tests/it/smtp_server.rs"]
