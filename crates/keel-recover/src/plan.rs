@@ -519,40 +519,51 @@ impl Builder<'_, '_> {
         let real: Vec<usize> = (0..d.parts.len())
             .filter(|&k| !matches!(sizings[k], Sizing::Extended))
             .collect();
-        let items: Vec<Scale> = real
-            .iter()
-            .map(|&k| {
-                let orig = src.st.partitions[d.parts[k].idx].size_bytes;
-                match &sizings[k] {
-                    Sizing::Fixed(_) => Scale {
-                        orig,
-                        min: orig,
-                        fixed: true,
-                        cap: None,
-                    },
-                    Sizing::Scaled { min, .. } => Scale {
-                        orig,
-                        min: *min,
-                        fixed: false,
-                        cap: caps.get(&d.parts[k].path).map(|c| c.0),
-                    },
-                    Sizing::Extended => unreachable!("extended partitions are not scaled"),
-                }
-            })
-            .collect();
-        let Some(scaled) = scale(
-            &items,
-            usable.saturating_sub(headers),
-            usable_old.saturating_sub(headers),
-            MIB,
-        ) else {
+        // Small partitions keep their size when the disk has room for every partition at its
+        // least with them kept; only a disk without that room shrinks them too.
+        let items = |shrink_small: bool| -> Vec<Scale> {
+            real.iter()
+                .map(|&k| {
+                    let orig = src.st.partitions[d.parts[k].idx].size_bytes;
+                    let cap = caps.get(&d.parts[k].path).map(|c| c.0);
+                    match &sizings[k] {
+                        Sizing::Fixed(_) => Scale {
+                            orig,
+                            min: orig,
+                            fixed: true,
+                            cap: None,
+                        },
+                        Sizing::Small { .. } if !shrink_small => Scale {
+                            orig,
+                            min: orig,
+                            fixed: true,
+                            cap: None,
+                        },
+                        Sizing::Small { min, .. } | Sizing::Scaled { min, .. } => Scale {
+                            orig,
+                            min: *min,
+                            fixed: false,
+                            cap,
+                        },
+                        Sizing::Extended => unreachable!("extended partitions are not scaled"),
+                    }
+                })
+                .collect()
+        };
+        let room = usable.saturating_sub(headers);
+        let room_old = usable_old.saturating_sub(headers);
+        let mut scaled = scale(&items(false), room, room_old, MIB);
+        if scaled.is_none() && sizings.iter().any(|s| matches!(s, Sizing::Small { .. })) {
+            scaled = scale(&items(true), room, room_old, MIB);
+        }
+        let Some(scaled) = scaled else {
             let mut lines: Vec<MinimumLine> = real
                 .iter()
                 .map(|&k| {
                     let part = &src.st.partitions[d.parts[k].idx];
                     let (min, why) = match &sizings[k] {
                         Sizing::Fixed(why) => (align_up(part.size_bytes, MIB), why.clone()),
-                        Sizing::Scaled { min, why, .. } => {
+                        Sizing::Small { min, why } | Sizing::Scaled { min, why, .. } => {
                             (align_up((*min).max(1), MIB), format!("minimum: {why}"))
                         }
                         Sizing::Extended => unreachable!("filtered out"),
@@ -604,26 +615,34 @@ impl Builder<'_, '_> {
             let (size, how) = scaled.sizes[j];
             let (min, reason) = match (&sizings[k], how) {
                 (Sizing::Fixed(why), _) => (size, why.clone()),
-                (Sizing::Scaled { min, .. }, How::Scaled | How::Fixed) => {
-                    (*min, format!("scaled {f}"))
+                (Sizing::Small { .. }, How::Fixed) => (size, "fixed: small (under 1 GiB)".into()),
+                (Sizing::Small { min, why } | Sizing::Scaled { min, why, .. }, how) => {
+                    let reason = match how {
+                        How::Scaled | How::Fixed => format!("scaled {f}"),
+                        How::Raised => {
+                            format!("scaled {f} would be too small; raised to its minimum: {why}")
+                        }
+                        How::Reduced => format!(
+                            "scaled {f}, then made smaller to fit the others' minimums (its own \
+                             is {}: {why})",
+                            human(*min)
+                        ),
+                        How::Capped => caps
+                            .get(&d.parts[k].path)
+                            .map_or_else(|| format!("scaled {f}"), |c| c.1.clone()),
+                    };
+                    if matches!(sizings[k], Sizing::Small { .. }) {
+                        (
+                            *min,
+                            format!(
+                                "small (under 1 GiB), but the disk has no room to keep its \
+                                 size: {reason}"
+                            ),
+                        )
+                    } else {
+                        (*min, reason)
+                    }
                 }
-                (Sizing::Scaled { min, why, .. }, How::Raised) => (
-                    *min,
-                    format!("scaled {f} would be too small; raised to its minimum: {why}"),
-                ),
-                (Sizing::Scaled { min, why, .. }, How::Reduced) => (
-                    *min,
-                    format!(
-                        "scaled {f}, then made smaller to fit the others' minimums (its own \
-                         is {}: {why})",
-                        human(*min)
-                    ),
-                ),
-                (Sizing::Scaled { min, .. }, How::Capped) => (
-                    *min,
-                    caps.get(&d.parts[k].path)
-                        .map_or_else(|| format!("scaled {f}"), |c| c.1.clone()),
-                ),
                 (Sizing::Extended, _) => unreachable!("filtered out"),
             };
             placed[k] = Placed {
@@ -979,20 +998,20 @@ impl Builder<'_, '_> {
 
         let lvs: Vec<&keel_profile::LvmLv> = src.lvs(&vg.name).collect();
         let needs: Vec<Need> = lvs.iter().map(|lv| src.lv_need(lv, 0)).collect();
-        let items: Vec<Scale> = lvs
-            .iter()
-            .zip(&needs)
-            .map(|(lv, n)| Scale {
-                orig: lv.size_bytes,
-                min: n.bytes,
-                fixed: lv.size_bytes < SMALL,
-                cap: None,
-            })
-            .collect();
-        let min_total: u64 = items
-            .iter()
-            .map(|s| align_up(if s.fixed { s.orig } else { s.min.max(1) }, extent))
-            .sum();
+        // Small volumes keep their size when the group has room for that; a group without it
+        // shrinks them too, never below their data.
+        let items = |shrink_small: bool| -> Vec<Scale> {
+            lvs.iter()
+                .zip(&needs)
+                .map(|(lv, n)| Scale {
+                    orig: lv.size_bytes,
+                    min: n.bytes,
+                    fixed: lv.size_bytes < SMALL && !shrink_small,
+                    cap: None,
+                })
+                .collect()
+        };
+        let min_total: u64 = needs.iter().map(|n| align_up(n.bytes.max(1), extent)).sum();
         let list: Vec<String> = devices.iter().map(ToString::to_string).collect();
         self.volumes.push(VolumeChange {
             kind: VolumeKind::VolumeGroup,
@@ -1006,7 +1025,11 @@ impl Builder<'_, '_> {
                 human(extent)
             ),
         });
-        let Some(scaled) = scale(&items, new_size, old_size, extent) else {
+        let mut scaled = scale(&items(false), new_size, old_size, extent);
+        if scaled.is_none() && lvs.iter().any(|lv| lv.size_bytes < SMALL) {
+            scaled = scale(&items(true), new_size, old_size, extent);
+        }
+        let Some(scaled) = scaled else {
             return Err(PlanError::DoesNotFit(Box::new(Shortfall {
                 what: format!("volume group {}", vg.name),
                 onto: format!("its new physical volumes ({})", list.join(", ")),
@@ -1014,15 +1037,10 @@ impl Builder<'_, '_> {
                 lines: lvs
                     .iter()
                     .zip(&needs)
-                    .zip(&items)
-                    .map(|((lv, n), s)| MinimumLine {
+                    .map(|(lv, n)| MinimumLine {
                         what: format!("{}/{}", lv.vg, lv.name),
-                        min_bytes: align_up(if s.fixed { s.orig } else { s.min.max(1) }, extent),
-                        why: if s.fixed {
-                            "fixed: small (under 1 GiB)".into()
-                        } else {
-                            format!("minimum: {}", n.why)
-                        },
+                        min_bytes: align_up(n.bytes.max(1), extent),
+                        why: format!("minimum: {}", n.why),
                     })
                     .collect(),
                 hint: "give larger disks for its physical volumes".into(),
@@ -1030,7 +1048,7 @@ impl Builder<'_, '_> {
         };
         let f = factor(scaled.factor.0, scaled.factor.1);
         for ((lv, n), (size, how)) in lvs.iter().zip(&needs).zip(&scaled.sizes) {
-            let reason = match how {
+            let mut reason = match how {
                 How::Fixed => "fixed: small (under 1 GiB)".to_string(),
                 How::Scaled | How::Capped => format!("scaled {f} with {}", vg.name),
                 How::Raised => format!(
@@ -1045,6 +1063,12 @@ impl Builder<'_, '_> {
                     n.why
                 ),
             };
+            if lv.size_bytes < SMALL && *how != How::Fixed {
+                reason.insert_str(
+                    0,
+                    "small (under 1 GiB), but the volume group has no room to keep its size: ",
+                );
+            }
             let path = lv_path(&lv.vg, &lv.name);
             self.dev.insert(
                 path.clone(),

@@ -14,8 +14,11 @@ pub(crate) const FS_HEADROOM: u64 = 256 * MIB;
 pub(crate) const SWAP_MIN: u64 = 256 * MIB;
 /// Where LVM puts the first extent of a physical volume (its metadata area before it).
 pub(crate) const PV_META: u64 = MIB;
-/// Partitions and logical volumes smaller than this keep their size.
+/// Partitions and logical volumes smaller than this keep their size when there is room for
+/// them; only a disk or volume group too small for that shrinks them.
 pub(crate) const SMALL: u64 = GIB;
+/// The smallest filesystem mkfs.xfs makes (xfsprogs 5.19 and later refuse anything less).
+pub(crate) const XFS_MIN: u64 = 300 * MIB;
 /// Extent size assumed when the profile does not record one (LVM's default).
 pub(crate) const DEFAULT_EXTENT: u64 = 4 * MIB;
 
@@ -645,8 +648,12 @@ impl<'a> Source<'a> {
                 why: format!("{}{at}: usage not recorded, never shrunk", f.fstype),
             };
         };
-        let want = align_up(used + used / 5 + FS_HEADROOM, MIB);
+        let mut want = align_up(used + used / 5 + FS_HEADROOM, MIB);
         let mut why = format!("{} on {mp}: {} used × 1.2 + 256 MiB", f.fstype, human(used));
+        if f.fstype == "xfs" && want < XFS_MIN {
+            want = XFS_MIN;
+            why.push_str(", raised to 300 MiB, the least mkfs.xfs makes");
+        }
         let bytes = if size > 0 && want > size {
             why.push_str(", capped at its current size");
             size
@@ -764,7 +771,7 @@ impl<'a> Source<'a> {
             }
             total += match self.sizing(p) {
                 Sizing::Fixed(_) => align_up(part.size_bytes, MIB),
-                Sizing::Scaled { min, .. } => align_up(min.max(1), MIB),
+                Sizing::Small { min, .. } | Sizing::Scaled { min, .. } => align_up(min.max(1), MIB),
                 Sizing::Extended => 0,
             };
         }
@@ -778,7 +785,13 @@ impl<'a> Source<'a> {
             (_, Content::Extended) => Sizing::Extended,
             (Special::BiosBoot, _) => Sizing::Fixed("fixed: BIOS boot partition".into()),
             (Special::Esp, _) => Sizing::Fixed("fixed: EFI system partition".into()),
-            _ if part.size_bytes < SMALL => Sizing::Fixed("fixed: small (under 1 GiB)".into()),
+            _ if part.size_bytes < SMALL => {
+                let n = self.need(&p.path, part.size_bytes);
+                Sizing::Small {
+                    min: n.bytes,
+                    why: n.why,
+                }
+            }
             (_, content) => {
                 let n = self.need(&p.path, part.size_bytes);
                 Sizing::Scaled {
@@ -801,6 +814,9 @@ impl<'a> Source<'a> {
 pub(crate) enum Sizing {
     /// Kept at its size, for the reason given.
     Fixed(String),
+    /// Under 1 GiB: kept at its size when the disk has room for that, else scaled with the
+    /// others, never below `min`; it never takes the rest of the disk.
+    Small { min: u64, why: String },
     /// Scaled with the disk, never below `min`.
     Scaled {
         min: u64,

@@ -705,6 +705,174 @@ fn too_small_lists_every_partition() {
     );
 }
 
+/// A small server: BIOS boot, a 600 MiB ext4 root (20 MiB used), a 400 MiB xfs /srv (22 MiB
+/// used) and 64 MiB of swap on a 1100 MiB disk: every partition is under 1 GiB.
+fn small_server() -> Profile {
+    let mut p = Profile::default();
+    add_disk(&mut p, "vda", 1100 * MIB, "virtio", Some("gpt"));
+    add_part(&mut p, "vda", "vda1", 1, 1, MIB, BIOS_BOOT);
+    add_part(&mut p, "vda", "vda2", 2, 2, 600 * MIB, LINUX_FS);
+    add_part(&mut p, "vda", "vda3", 3, 602, 400 * MIB, LINUX_FS);
+    add_part(&mut p, "vda", "vda4", 4, 1002, 64 * MIB, LINUX_SWAP);
+    add_fs(&mut p, "/dev/vda2", "ext4", "root-uuid");
+    add_fs(&mut p, "/dev/vda3", "xfs", "srv-uuid");
+    add_fs(&mut p, "/dev/vda4", "swap", "swap-uuid");
+    add_mount(&mut p, "root-uuid", "/", "ext4", Some(20 * MIB));
+    add_mount(&mut p, "srv-uuid", "/srv", "xfs", Some(22 * MIB));
+    add_mount(&mut p, "swap-uuid", "none", "swap", None);
+    p
+}
+
+#[test]
+fn small_partitions_keep_their_size_where_the_disk_has_room() {
+    let profile = small_server();
+    for size in [1100 * MIB, 2 * GIB] {
+        let t = targets(DiskKind::Virtio, "vd", &[size]);
+        let plan = plan(&profile, &t, &opts()).unwrap();
+        assert_sane(&plan);
+        for (p, bytes) in [("vda2", 600 * MIB), ("vda3", 400 * MIB), ("vda4", 64 * MIB)] {
+            let c = part_change(&plan, p);
+            assert_eq!(c.new_bytes, bytes, "{c:?}");
+            assert_eq!(c.reason, "fixed: small (under 1 GiB)", "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn small_partitions_shrink_on_a_disk_without_room_for_them_but_never_below_their_data() {
+    let profile = small_server();
+    let t = targets(DiskKind::Virtio, "vd", &[900 * MIB]);
+    let plan = plan(&profile, &t, &opts()).unwrap();
+    assert_sane(&plan);
+    // The map counts the small partitions at their minimums: 1 + 280 + 300 + 64 MiB and the
+    // table's 2 MiB.
+    assert_eq!(plan.disk_map[0].source.min_bytes, 647 * MIB);
+    assert_eq!(part_change(&plan, "vda1").new_bytes, MIB);
+    let root = part_change(&plan, "vda2");
+    // 20 MiB × 1.2 + 256 MiB.
+    assert_eq!(root.min_bytes, 280 * MIB);
+    assert!(
+        root.new_bytes < 600 * MIB && root.new_bytes >= 280 * MIB,
+        "{root:?}"
+    );
+    assert!(
+        root.reason.starts_with(
+            "small (under 1 GiB), but the disk has no room to keep its size: scaled ×0."
+        ),
+        "{}",
+        root.reason
+    );
+    let srv = part_change(&plan, "vda3");
+    // 22 MiB × 1.2 + 256 MiB is 283 MiB, less than mkfs.xfs makes.
+    assert_eq!(srv.min_bytes, 300 * MIB);
+    assert!(
+        srv.new_bytes < 400 * MIB && srv.new_bytes >= 300 * MIB,
+        "{srv:?}"
+    );
+    // Swap under 256 MiB keeps its size.
+    let swap = part_change(&plan, "vda4");
+    assert_eq!(swap.new_bytes, 64 * MIB, "{swap:?}");
+    let total: u64 = plan.partitions.iter().map(|p| p.new_bytes).sum();
+    assert!(total <= 900 * MIB - 2 * MIB, "{total}");
+
+    // Too small even for the minimums: every line shows what the partition needs.
+    let t = targets(DiskKind::Virtio, "vd", &[600 * MIB]);
+    let e = plan_err(&profile, &t);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(
+        &lines[1..4],
+        [
+            "vda1     1.0 MiB  fixed: BIOS boot partition",
+            "vda2   280.0 MiB  minimum: ext4 on /: 20.0 MiB used × 1.2 + 256 MiB",
+            "vda3   300.0 MiB  minimum: xfs on /srv: 22.0 MiB used × 1.2 + 256 MiB, raised to \
+             300 MiB, the least mkfs.xfs makes",
+        ],
+        "{e}"
+    );
+}
+
+fn plan_err(profile: &Profile, t: &[TargetDisk]) -> String {
+    plan(profile, t, &opts()).unwrap_err().to_string()
+}
+
+#[test]
+fn small_logical_volumes_shrink_in_a_volume_group_without_room_for_them() {
+    let mut p = Profile::default();
+    add_disk(&mut p, "sda", 2 * GIB, "sata", Some("gpt"));
+    add_part(&mut p, "sda", "sda1", 1, 1, MIB, BIOS_BOOT);
+    add_part(&mut p, "sda", "sda2", 2, 2, 2 * GIB - 3 * MIB, LINUX_FS);
+    add_fs(&mut p, "/dev/sda2", "LVM2_member", "pv-uuid");
+    add_fs(&mut p, "/dev/mapper/vg-root", "ext4", "root-uuid");
+    add_fs(&mut p, "/dev/mapper/vg-data", "xfs", "data-uuid");
+    add_fs(&mut p, "/dev/mapper/vg-swap", "swap", "swap-uuid");
+    add_mount(&mut p, "root-uuid", "/", "ext4", Some(100 * MIB));
+    add_mount(&mut p, "data-uuid", "/data", "xfs", Some(10 * MIB));
+    add_mount(&mut p, "swap-uuid", "none", "swap", None);
+    p.storage.lvm_pvs.push(LvmPv {
+        uuid: "pv-uuid".into(),
+        device: "/dev/sda2".into(),
+        vg: "vg".into(),
+        size_bytes: 2 * GIB - 3 * MIB,
+    });
+    p.storage.lvm_vgs.push(LvmVg {
+        name: "vg".into(),
+        extent_size: 4 * MIB,
+        size_bytes: 2 * GIB - 8 * MIB,
+        ..LvmVg::default()
+    });
+    for (name, size) in [
+        ("root", 900 * MIB),
+        ("data", 512 * MIB),
+        ("swap", 512 * MIB),
+    ] {
+        p.storage.lvm_lvs.push(LvmLv {
+            vg: "vg".into(),
+            name: name.into(),
+            size_bytes: size,
+            segtype: "linear".into(),
+            ..LvmLv::default()
+        });
+    }
+
+    // Room for them: kept.
+    let t = targets(DiskKind::Sata, "sd", &[4 * GIB]);
+    let plan_big = plan(&p, &t, &opts()).unwrap();
+    assert_sane(&plan_big);
+    for name in ["vg/root", "vg/data", "vg/swap"] {
+        assert_eq!(
+            volume(&plan_big, name).reason,
+            "fixed: small (under 1 GiB)",
+            "{name}"
+        );
+    }
+
+    // A 1 GiB disk: the group has about 1020 MiB for 1924 MiB of volumes.
+    let t = targets(DiskKind::Sata, "sd", &[GIB]);
+    let plan = plan(&p, &t, &opts()).unwrap();
+    assert_sane(&plan);
+    let root = volume(&plan, "vg/root");
+    assert_eq!(root.min_bytes, 376 * MIB);
+    assert!(
+        root.new_bytes < 900 * MIB && root.new_bytes >= 376 * MIB,
+        "{root:?}"
+    );
+    assert!(
+        root.reason.starts_with(
+            "small (under 1 GiB), but the volume group has no room to keep its size: scaled"
+        ),
+        "{}",
+        root.reason
+    );
+    let data = volume(&plan, "vg/data");
+    assert_eq!(data.min_bytes, 300 * MIB, "the least mkfs.xfs makes");
+    assert!(data.new_bytes >= 300 * MIB, "{data:?}");
+    let swap = volume(&plan, "vg/swap");
+    assert!(
+        swap.new_bytes >= 256 * MIB && swap.new_bytes < 512 * MIB,
+        "{swap:?}"
+    );
+}
+
 #[test]
 fn virtio_to_nvme_names_and_small_partitions_stay() {
     let mut profile = virtio_server();

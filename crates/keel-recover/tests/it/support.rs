@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MIB: u64 = 1024 * 1024;
 pub const GIB: u64 = 1024 * MIB;
@@ -154,6 +154,7 @@ impl Drop for LoopDevice {
 
 /// A mount, unmounted when dropped (retried: a reader can keep it busy for a moment).
 pub struct Mounted {
+    dev: String,
     at: PathBuf,
 }
 
@@ -162,6 +163,7 @@ impl Mounted {
         fs::create_dir_all(at).unwrap();
         run("mount", &[dev, &at.display().to_string()]).unwrap();
         Mounted {
+            dev: dev.to_string(),
             at: at.to_path_buf(),
         }
     }
@@ -170,13 +172,35 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         let at = self.at.display().to_string();
+        let mut unmounted = false;
         for attempt in 1..=5 {
             if run("umount", &[&at]).is_ok() {
-                return;
+                unmounted = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100 * attempt));
         }
-        let _ = run("umount", &["-l", &at]);
+        if !unmounted {
+            let _ = run("umount", &["-l", &at]);
+        }
+        wait_released(&self.dev);
+    }
+}
+
+/// Waits, for up to 30 s, until the ext4 or xfs filesystem last mounted from `dev` is gone
+/// from the kernel. An unmount here does not end it while a mount namespace that another
+/// process made meanwhile (a bootstrap in another test, say) still holds a copy of the mount,
+/// and until it ends xfs refuses to mount another filesystem with its UUID.
+pub fn wait_released(dev: &str) {
+    let name = dev.trim_start_matches("/dev/");
+    let alive = || {
+        ["ext4", "xfs"]
+            .iter()
+            .any(|fs| Path::new("/sys/fs").join(fs).join(name).exists())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
