@@ -20,6 +20,8 @@ pub const PACKAGES: &[&str] = &[
     "grub-pc-bin",
     "grub-efi-amd64-bin",
     "efibootmgr",
+    // data paths come back from their backups (keel recover apply)
+    "restic",
     // modules, network, and the small tools busybox brings (vi, udhcpc, …)
     "kmod",
     "iproute2",
