@@ -275,7 +275,17 @@ pub(crate) fn release(r: &Resource) -> Result<(), SystemError> {
             if !kernel::partitions(name).is_empty() {
                 let _ = Cmd::new("partx", &["-d", device]).output();
             }
-            retry(&Cmd::new("losetup", &["--detach", device]))
+            retry(&Cmd::new("losetup", &["--detach", device]))?;
+            // The kernel detaches once the last user lets go (a filesystem another mount
+            // namespace still holds, for a moment): wait a little, so that whoever comes next
+            // finds the image free; past that, the detach completes on its own.
+            for _ in 0..50 {
+                if !kernel::loops_of(image).iter().any(|l| l == name) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(())
         }
     }
 }

@@ -97,7 +97,7 @@ fn table_of(p: &Profile, section: &str, table: &str) -> Option<TableView> {
         services: units default_target init_scripts;
         schedules: cron timers;
         kernel: sysctl sysctl_running modules modprobe modules_load;
-        files: files ignored_files;
+        files: files ignored_files data_paths;
     )
 }
 

@@ -80,6 +80,31 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/rules/{name}",
             axum::routing::put(put_rule).delete(delete_rule),
         )
+        .route("/api/v1/machines", get(crate::recovery::machines))
+        .route("/api/v1/machines/register", post(crate::recovery::register))
+        .route("/api/v1/machines/{name}", get(crate::recovery::machine))
+        .route(
+            "/api/v1/recoveries",
+            get(crate::recovery::list).post(crate::recovery::create),
+        )
+        .route("/api/v1/recoveries/{id}", get(crate::recovery::show))
+        .route(
+            "/api/v1/recoveries/{id}/start",
+            post(crate::recovery::start),
+        )
+        .route("/api/v1/machine/next", post(crate::recovery::next))
+        .route(
+            "/api/v1/machine/recoveries/{id}/profile",
+            get(crate::recovery::profile),
+        )
+        .route(
+            "/api/v1/machine/recoveries/{id}/progress",
+            post(crate::recovery::progress),
+        )
+        .route(
+            "/api/v1/machine/recoveries/{id}/finish",
+            post(crate::recovery::finish),
+        )
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(state)
 }
@@ -94,6 +119,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -337,16 +372,16 @@ async fn host(
 
 /// A host with its state now.
 #[derive(Debug, serde::Serialize)]
-struct HostView {
+pub(crate) struct HostView {
     #[serde(flatten)]
-    host: keel_store::HostRecord,
-    state: HostState,
+    pub(crate) host: keel_store::HostRecord,
+    pub(crate) state: HostState,
     /// When the next profile is due, ms.
-    due_at: i64,
+    pub(crate) due_at: i64,
 }
 
 impl HostView {
-    fn new(host: keel_store::HostRecord, now: i64) -> Self {
+    pub(crate) fn new(host: keel_store::HostRecord, now: i64) -> Self {
         let status = host.status(now);
         HostView {
             host,
@@ -358,10 +393,10 @@ impl HostView {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HostPatch {
-    schedule: Option<Schedule>,
-    paused: Option<bool>,
-    retired: Option<bool>,
+pub(crate) struct HostPatch {
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) paused: Option<bool>,
+    pub(crate) retired: Option<bool>,
 }
 
 /// Changes a host's schedule, pauses or resumes it, retires or reinstates it.
@@ -379,7 +414,12 @@ async fn patch_host(
             format!("invalid host change: {e}"),
         )
     })?;
-    let h = find_host(&s, &name)?;
+    Ok(Json(change_host(&s, &name, &patch)?).into_response())
+}
+
+/// Applies a host change (the JSON API's PATCH and the UI's schedule form).
+pub(crate) fn change_host(s: &AppState, name: &str, patch: &HostPatch) -> ApiResult<HostView> {
+    let h = find_host(s, name)?;
     if let Some(schedule) = &patch.schedule {
         schedule.validate().map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_schedule", e.to_string())
@@ -394,9 +434,9 @@ async fn patch_host(
         s.signal.wake();
         h
     } else {
-        find_host(&s, &name)?
+        find_host(s, name)?
     };
-    Ok(Json(HostView::new(h, crate::now_ms())).into_response())
+    Ok(HostView::new(h, crate::now_ms()))
 }
 
 async fn deliveries(
@@ -478,8 +518,18 @@ async fn diff_profiles(
     Query(q): Query<DiffQuery>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    let (a_sum, a) = load(&s, q.from)?;
-    let (b_sum, b) = load(&s, q.to)?;
+    Ok(Json(diff_of(&s, q.from, q.to, q.include_volatile)?).into_response())
+}
+
+/// The changes from profile `from` to profile `to` of one host.
+pub(crate) fn diff_of(
+    s: &AppState,
+    from: i64,
+    to: i64,
+    include_volatile: bool,
+) -> ApiResult<Vec<keel_profile::Change>> {
+    let (a_sum, a) = load(s, from)?;
+    let (b_sum, b) = load(s, to)?;
     if a_sum.host_id != b_sum.host_id {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -487,14 +537,7 @@ async fn diff_profiles(
             "the two profiles belong to different hosts",
         ));
     }
-    Ok(Json(diff(
-        &a,
-        &b,
-        DiffOptions {
-            include_volatile: q.include_volatile,
-        },
-    ))
-    .into_response())
+    Ok(diff(&a, &b, DiffOptions { include_volatile }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -539,22 +582,24 @@ async fn ack_alert(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, &[TokenKind::Admin])?;
-    if !s.store.ack_alert(id, "admin", crate::now_ms())? {
+    ack(&s, id, "admin")?;
+    Ok(Json(json!({ "id": id, "acknowledged": true })).into_response())
+}
+
+/// Acknowledges alert `id` as `by`.
+pub(crate) fn ack(s: &AppState, id: i64, by: &str) -> ApiResult<()> {
+    if !s.store.ack_alert(id, by, crate::now_ms())? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no alert {id}"),
         ));
     }
-    Ok(Json(json!({ "id": id, "acknowledged": true })).into_response())
+    Ok(())
 }
 
-async fn resolve_alert(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> ApiResult<Response> {
-    authorize(&s, &headers, &[TokenKind::Admin])?;
+/// Resolves firing alert `id`.
+pub(crate) fn resolve(s: &AppState, id: i64) -> ApiResult<()> {
     if !s.store.resolve_alert(id, crate::now_ms())? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -563,6 +608,16 @@ async fn resolve_alert(
         ));
     }
     s.signal.wake();
+    Ok(())
+}
+
+async fn resolve_alert(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &[TokenKind::Admin])?;
+    resolve(&s, id)?;
     Ok(Json(json!({ "id": id, "status": "resolved" })).into_response())
 }
 
@@ -617,24 +672,39 @@ async fn put_rule(
             ),
         ));
     }
+    let checked_on = save_rule(&s, &rule, q.host.as_deref())?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "saved": name, "checked_against": checked_on })),
+    )
+        .into_response())
+}
+
+/// Checks `rule` against the newest profile of `host` (or of the first host with a profile)
+/// and returns that host's name; only compiles it when no host has a profile yet.
+pub(crate) fn check_rule(
+    s: &AppState,
+    rule: &keel_rules::Rule,
+    host: Option<&str>,
+) -> ApiResult<Option<String>> {
     // Checked against a real stored profile: the crate has no type checker, so a misspelt
     // field only shows when the rule runs.
-    let sample_host = match &q.host {
-        Some(h) => Some(find_host(&s, h)?),
+    let sample_host = match host {
+        Some(h) => Some(find_host(s, h)?),
         None => s
             .store
             .hosts(None, 1000)?
             .into_iter()
             .find(|h| h.last_profile_id.is_some()),
     };
-    let checked_on = if let Some(h) = sample_host.filter(|h| h.last_profile_id.is_some()) {
-        let (_, profile) = load(&s, h.last_profile_id.unwrap_or_default())?;
+    if let Some(h) = sample_host.filter(|h| h.last_profile_id.is_some()) {
+        let (_, profile) = load(s, h.last_profile_id.unwrap_or_default())?;
         let info = keel_rules::HostInfo {
             name: h.name.clone(),
             labels: h.labels.clone(),
         };
         keel_rules::RuleSet::check_against(
-            &rule,
+            rule,
             &keel_rules::Input {
                 profile: &profile,
                 previous: None,
@@ -643,21 +713,26 @@ async fn put_rule(
             },
         )
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()))?;
-        Some(h.name)
+        Ok(Some(h.name))
     } else {
         keel_rules::RuleSet::compile(vec![rule.clone()])
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()))?;
-        None
-    };
-    let body = serde_json::to_string(&rule)
+        Ok(None)
+    }
+}
+
+/// Checks `rule` ([`check_rule`]), stores it and puts it in force.
+pub(crate) fn save_rule(
+    s: &AppState,
+    rule: &keel_rules::Rule,
+    host: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let checked_on = check_rule(s, rule, host)?;
+    let body = serde_json::to_string(rule)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
-    s.store.put_rule(&name, &body, crate::now_ms())?;
-    reload_rules(&s)?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "saved": name, "checked_against": checked_on })),
-    )
-        .into_response())
+    s.store.put_rule(&rule.name, &body, crate::now_ms())?;
+    reload_rules(s)?;
+    Ok(checked_on)
 }
 
 async fn delete_rule(

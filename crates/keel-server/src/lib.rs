@@ -23,9 +23,11 @@ mod api;
 mod ingest;
 mod metrics;
 mod notify;
+mod recovery;
 mod rollback;
 pub mod settings;
 pub mod tls;
+mod ui;
 mod watch;
 
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ pub use api::MAX_UPLOAD;
 pub use ingest::{IngestError, Stored};
 pub use keel_store::TokenKind;
 pub use settings::{Settings, SettingsError};
+pub use ui::{hash_password, FleetBench};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +163,9 @@ impl Server {
         names.extend(config.names.iter().cloned());
         names.dedup();
         let tls = tls::load_or_create(&config.data_dir, &names)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("keel.db"))?);
+        let sqlite = Arc::new(SqliteStore::open(&config.data_dir.join("keel.db"))?);
+        let users: Arc<dyn keel_store::UserStore> = Arc::clone(&sqlite) as _;
+        let store: Arc<dyn Store> = sqlite;
 
         let first_start = if store.has_token(TokenKind::Admin)? {
             None
@@ -224,7 +229,8 @@ impl Server {
             file_rules,
             signal: Arc::clone(&signal),
         });
-        let app = api::router(state);
+        let app =
+            api::router(Arc::clone(&state)).merge(ui::router(Arc::new(ui::Ui::new(state, users))));
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem(
             tls.cert_pem.clone().into_bytes(),
             tls.key_pem.clone().into_bytes(),

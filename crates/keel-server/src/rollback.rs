@@ -46,7 +46,10 @@ pub(crate) struct CreateRequest {
 }
 
 /// A stored profile with the blobs it refers to.
-fn load_file(s: &AppState, id: i64) -> ApiResult<(keel_store::ProfileSummary, ProfileFile)> {
+pub(crate) fn load_file(
+    s: &AppState,
+    id: i64,
+) -> ApiResult<(keel_store::ProfileSummary, ProfileFile)> {
     let (summary, profile) = load(s, id)?;
     let mut blobs = BTreeMap::new();
     for h in profile.blob_refs() {

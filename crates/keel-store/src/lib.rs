@@ -14,14 +14,20 @@
 //! assert_eq!(store.token_kind(&Hash::of(b"secret")).unwrap(), Some(TokenKind::Admin));
 //! ```
 
+mod recovery;
 mod sqlite;
+mod users;
 
 use keel_profile::{Change, Hash};
 use keel_schedule::{HostState, Schedule, Status};
 use serde::{Deserialize, Serialize};
 
 pub use keel_schedule;
+pub use recovery::{
+    MachineRecord, NewMachine, NewRecovery, RecoveryEnd, RecoveryRecord, RecoveryStore,
+};
 pub use sqlite::SqliteStore;
+pub use users::{Role, SessionRecord, UserRecord, UserStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +323,7 @@ pub struct DeliveryRecord {
 }
 
 /// One store backend. Every method is blocking; servers call them from worker threads.
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: RecoveryStore + Send + Sync + std::fmt::Debug {
     /// Records a token by its hash.
     fn put_token(&self, hash: &Hash, kind: TokenKind, label: &str) -> Result<()>;
     /// What the token with this hash allows, if it exists.

@@ -21,6 +21,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_watch_notify.sql"),
     include_str!("../migrations/0004_profile_deltas.sql"),
     include_str!("../migrations/0005_rollbacks.sql"),
+    include_str!("../migrations/0006_users.sql"),
+    include_str!("../migrations/0007_recovery.sql"),
 ];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for
@@ -63,7 +65,7 @@ impl SqliteStore {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let lock = self.reader.as_ref().unwrap_or(&self.writer);
         let c = lock
             .lock()
@@ -71,7 +73,7 @@ impl SqliteStore {
         f(&c)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self
             .writer
             .lock()

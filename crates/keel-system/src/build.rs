@@ -275,13 +275,18 @@ pub fn build(
     let tree_name = format!(
         "{}-{}",
         sanitize(&plan.hostname),
-        cache::key(&[&plan.profile, &plan.mirror, choice])
+        // "tree-2": trees whose initramfs is made after the configuration.
+        cache::key(&[&plan.profile, &plan.mirror, choice, "tree-2"])
     );
     let tree_archive = cache.as_ref().map(|c| c.tree(&tree_name)).transpose()?;
     let cached_tree = tree_archive
         .as_ref()
         .filter(|a| a.is_file() && !opts.rebuild)
         .cloned();
+    // Laying down a finished tree only reads its archive, so the cache's lock is let go:
+    // concurrent recoveries from one cache are not held up by each other. Archives are
+    // replaced by rename, and a reader keeps the file it opened.
+    let cache = if cached_tree.is_some() { None } else { cache };
 
     let (plan, apt, tool) = if cached_tree.is_some() {
         progress(Progress::Note(
@@ -367,6 +372,23 @@ pub fn build(
                 Ok((r, detail))
             },
         )?;
+        if has_kernels(&root) && root.join("usr/sbin/update-initramfs").exists() {
+            // The kernel's package made the initramfs before the configuration was laid:
+            // made again, it holds the profile's fstab, mdadm.conf and initramfs settings,
+            // and recovery keeps it when nothing it holds changes on the target.
+            timed(
+                Phase::Initramfs,
+                "the initramfs, made again with the configuration",
+                &mut progress,
+                |p| {
+                    let mut c = cmd::in_root_mounted(&root, None, "update-initramfs");
+                    c.args(["-u", "-k", "all"]);
+                    let lines = &mut |l: &str| p(Progress::Output(Phase::Initramfs, l.to_string()));
+                    cmd::run(Phase::Initramfs, &mut c, LONG, lines)?;
+                    Ok(((), "update-initramfs -u -k all".to_string()))
+                },
+            )?;
+        }
         built.warnings.clone_from(&plan.warnings);
         built
             .warnings
@@ -502,6 +524,14 @@ fn preflight(opts: &BuildOptions) -> Result<(), SystemError> {
         return Err(SystemError::OutputExists(out.clone()));
     }
     Ok(())
+}
+
+/// True when the tree has a kernel in `/boot`.
+fn has_kernels(root: &Path) -> bool {
+    fs::read_dir(root.join("boot")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+    })
 }
 
 /// True when `dir` holds nothing but `lost+found` and directories other filesystems are

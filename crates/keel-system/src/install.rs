@@ -80,6 +80,8 @@ pub struct InstallOptions {
     pub nic_map: Vec<(String, String)>,
     /// The target machine's NICs, for the automatic mapping ([`crate::target_nics`]).
     pub target_nics: Vec<TargetNic>,
+    /// Make the initramfs again even when the tree's still holds everything it should.
+    pub rebuild_initramfs: bool,
 }
 
 impl InstallOptions {
@@ -93,6 +95,7 @@ impl InstallOptions {
             boot_disks: Vec::new(),
             nic_map: Vec::new(),
             target_nics: crate::nic::target_nics(Path::new("/sys")),
+            rebuild_initramfs: false,
         }
     }
 }
@@ -307,6 +310,15 @@ pub fn install(
                     .push("no kernel in /boot: the system cannot boot on its own".into());
                 return Ok("no kernel installed".into());
             }
+            if !opts.rebuild_initramfs {
+                if let Some(why) = initramfs_current(&root, &kernels, report) {
+                    report.kernels.clone_from(&kernels);
+                    return Ok(format!(
+                        "kept the tree's for kernel {}: {why}",
+                        kernels.join(", ")
+                    ));
+                }
+            }
             if root.join("usr/sbin/update-initramfs").exists() {
                 let mut c = in_target(&root, &links, &["update-initramfs", "-u", "-k", "all"]);
                 cmd::run(Phase::Initramfs, &mut c, LONG, &mut |l| {
@@ -347,7 +359,9 @@ pub fn install(
                         .into(),
                 ));
             }
-            bootloader(&root, opts.firmware, &disks, &links, progress)?;
+            if let Some(w) = bootloader(&root, opts.firmware, &disks, &links, progress)? {
+                report.warnings.push(w);
+            }
             report.boot_disks.clone_from(&disks);
             Ok(format!(
                 "grub-install on {}, grub.cfg by UUID",
@@ -983,47 +997,80 @@ fn bootloader(
     disks: &[String],
     links: &[(String, String)],
     progress: &mut dyn FnMut(Progress),
-) -> Result<(), SystemError> {
+) -> Result<Option<String>, SystemError> {
     let (platform, package) = match firmware {
         Firmware::Bios => ("i386-pc", "grub-pc"),
         Firmware::Uefi => ("x86_64-efi", "grub-efi-amd64"),
     };
-    if !root.join("usr/lib/grub").join(platform).is_dir() {
-        return Err(SystemError::Other(format!(
-            "the tree has no GRUB for {} (no /usr/lib/grub/{platform})\nhint: the profiled \
-             system booted otherwise; install {package} on it and capture again, or give \
-             --firmware for the firmware the profile's GRUB is for",
-            firmware.as_str()
-        )));
-    }
     let mut show = |l: &str| progress(Progress::Output(Phase::Bootloader, l.to_string()));
-    match firmware {
-        Firmware::Bios => {
-            for d in disks {
-                let mut c = in_target(root, links, &["grub-install", "--target=i386-pc", d]);
+    let mut warning = None;
+    let from_this_machine = !root.join("usr/lib/grub").join(platform).is_dir();
+    if from_this_machine {
+        // The profiled system booted the other way: GRUB's images for this firmware come
+        // from the recovery machine, the configuration from the tree's own grub-mkconfig.
+        let here = Path::new("/usr/lib/grub").join(platform);
+        if !here.is_dir() || cmd::which("grub-install").is_none() {
+            return Err(SystemError::Other(format!(
+                "neither the tree nor this machine has GRUB for {} (no /usr/lib/grub/{platform})\n\
+                 hint: install {package} on the profiled system and capture again, recover \
+                 from the rescue environment (which has GRUB for BIOS and UEFI), or give \
+                 --firmware for the firmware the profile's GRUB is for",
+                firmware.as_str()
+            )));
+        }
+        let boot = root.join("boot");
+        match firmware {
+            Firmware::Bios => {
+                for d in disks {
+                    let mut c = cmd::host("grub-install");
+                    c.arg("--target=i386-pc")
+                        .arg(format!("--directory={}", here.display()))
+                        .arg(format!("--boot-directory={}", boot.display()))
+                        .arg(d);
+                    cmd::run(Phase::Bootloader, &mut c, LONG, &mut show)?;
+                }
+            }
+            Firmware::Uefi => {
+                efi_dir_present(root)?;
+                let mut c = cmd::host("grub-install");
+                c.arg("--target=x86_64-efi")
+                    .arg(format!("--directory={}", here.display()))
+                    .arg(format!("--boot-directory={}", boot.display()))
+                    .arg(format!(
+                        "--efi-directory={}",
+                        root.join("boot/efi").display()
+                    ))
+                    .args(["--removable", "--no-nvram"]);
                 cmd::run(Phase::Bootloader, &mut c, LONG, &mut show)?;
             }
         }
-        Firmware::Uefi => {
-            if !root.join("boot/efi").is_dir() {
-                return Err(SystemError::Other(
-                    "UEFI needs the EFI system partition mounted on /boot/efi in the target, \
-                     and nothing is there\nhint: the profile has no EFI system partition: \
-                     boot the target in BIOS mode (--firmware bios)"
-                        .into(),
-                ));
+        warning = Some(format!(
+            "the profiled system has no GRUB for {}: this machine's was installed; install \
+             {package} on the recovered system so that updates keep it current",
+            firmware.as_str()
+        ));
+    } else {
+        match firmware {
+            Firmware::Bios => {
+                for d in disks {
+                    let mut c = in_target(root, links, &["grub-install", "--target=i386-pc", d]);
+                    cmd::run(Phase::Bootloader, &mut c, LONG, &mut show)?;
+                }
             }
-            let mut c = in_target(
-                root,
-                links,
-                &[
-                    "grub-install",
-                    "--target=x86_64-efi",
-                    "--efi-directory=/boot/efi",
-                    "--removable",
-                ],
-            );
-            cmd::run(Phase::Bootloader, &mut c, LONG, &mut show)?;
+            Firmware::Uefi => {
+                efi_dir_present(root)?;
+                let mut c = in_target(
+                    root,
+                    links,
+                    &[
+                        "grub-install",
+                        "--target=x86_64-efi",
+                        "--efi-directory=/boot/efi",
+                        "--removable",
+                    ],
+                );
+                cmd::run(Phase::Bootloader, &mut c, LONG, &mut show)?;
+            }
         }
     }
     let mut c = if root.join("usr/sbin/update-grub").exists() {
@@ -1043,13 +1090,159 @@ fn bootloader(
             line.trim()
         )));
     }
-    Ok(())
+    Ok(warning)
+}
+
+/// Configuration an initramfs copies: when any of it is newer than the initramfs, the
+/// initramfs is out of date.
+const INITRAMFS_INPUTS: &[&str] = &[
+    "etc/fstab",
+    "etc/crypttab",
+    "etc/mdadm/mdadm.conf",
+    "etc/initramfs-tools",
+    "etc/modprobe.d",
+    "etc/modules",
+    "etc/lvm/lvm.conf",
+];
+
+/// Why the tree's initramfs can stay, or `None` when it must be made again: it is generic
+/// (initramfs-tools with `MODULES=most`, so every storage and filesystem driver is in it,
+/// whatever the hardware), every kernel has one, it was made after the configuration it
+/// holds, no encrypted volume needs keys in it, and the install changed nothing it holds.
+fn initramfs_current(root: &Path, kernels: &[String], report: &InstallReport) -> Option<String> {
+    if !report.mount_changes.is_empty() {
+        return None;
+    }
+    // initramfs.conf, then conf.d in order: the last setting wins.
+    let mut conf = fs::read_to_string(root.join("etc/initramfs-tools/initramfs.conf")).ok()?;
+    let mut extra: Vec<PathBuf> = fs::read_dir(root.join("etc/initramfs-tools/conf.d"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    extra.sort();
+    for p in extra {
+        conf.push('\n');
+        conf.push_str(&fs::read_to_string(p).unwrap_or_default());
+    }
+    let modules = conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("MODULES="))
+        .next_back()?
+        .trim_matches('"');
+    if modules != "most" {
+        return None;
+    }
+    let crypttab = fs::read_to_string(root.join("etc/crypttab")).unwrap_or_default();
+    if crypttab
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    {
+        return None;
+    }
+    let newest_input = INITRAMFS_INPUTS
+        .iter()
+        .filter_map(|p| newest_mtime(&root.join(p)))
+        .max()?;
+    for k in kernels {
+        let made = fs::metadata(root.join(format!("boot/initrd.img-{k}")))
+            .and_then(|m| m.modified())
+            .ok()?;
+        if made < newest_input {
+            return None;
+        }
+    }
+    Some(
+        "generic (MODULES=most), made after the configuration it holds, which the install did \
+         not change"
+            .into(),
+    )
+}
+
+/// The newest modification time of the files at or below `path`.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
+fn efi_dir_present(root: &Path) -> Result<(), SystemError> {
+    if root.join("boot/efi").is_dir() {
+        return Ok(());
+    }
+    Err(SystemError::Other(
+        "UEFI needs the EFI system partition mounted on /boot/efi in the target, and nothing \
+         is there\nhint: the profile has no EFI system partition: boot the target in BIOS mode \
+         (--firmware bios)"
+            .into(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keel_profile::{Filesystem, Luks, MdArray};
+
+    #[test]
+    fn the_trees_initramfs_is_kept_only_when_nothing_it_holds_changed() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, text: &str, age_s: u64| {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, text).unwrap();
+            let f = fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+                .unwrap();
+        };
+        write("etc/initramfs-tools/initramfs.conf", "MODULES=most\n", 100);
+        write("etc/fstab", "UUID=x / ext4 defaults 0 1\n", 90);
+        write("boot/initrd.img-6.1.0-1-amd64", "initrd", 50);
+        let kernels = vec!["6.1.0-1-amd64".to_string()];
+        let mut report = InstallReport {
+            phases: Vec::new(),
+            total_seconds: 0.0,
+            firmware: Firmware::Bios,
+            boot_disks: Vec::new(),
+            mount_changes: Vec::new(),
+            nics: Vec::new(),
+            network_files: Vec::new(),
+            kernels: Vec::new(),
+            warnings: Vec::new(),
+        };
+        assert!(initramfs_current(root, &kernels, &report).is_some());
+
+        // The install changed fstab: made again.
+        report.mount_changes.push("fstab: /srv by UUID".into());
+        assert!(initramfs_current(root, &kernels, &report).is_none());
+        report.mount_changes.clear();
+
+        // Configuration newer than the initramfs: made again.
+        write("etc/mdadm/mdadm.conf", "ARRAY /dev/md0 UUID=x\n", 10);
+        assert!(initramfs_current(root, &kernels, &report).is_none());
+        write("boot/initrd.img-6.1.0-1-amd64", "initrd", 5);
+        assert!(initramfs_current(root, &kernels, &report).is_some());
+
+        // Host-specific modules, set in conf.d: made again.
+        write("etc/initramfs-tools/conf.d/modules", "MODULES=dep\n", 200);
+        assert!(initramfs_current(root, &kernels, &report).is_none());
+        fs::remove_file(root.join("etc/initramfs-tools/conf.d/modules")).unwrap();
+
+        // Encrypted volumes: made again (keys and cryptroot settings go in it).
+        write("etc/crypttab", "crypt UUID=y none luks\n", 300);
+        assert!(initramfs_current(root, &kernels, &report).is_none());
+        write("etc/crypttab", "# none\n", 300);
+        assert!(initramfs_current(root, &kernels, &report).is_some());
+
+        // A kernel without an initramfs: made again.
+        let two = vec!["6.1.0-1-amd64".to_string(), "6.1.0-2-amd64".to_string()];
+        assert!(initramfs_current(root, &two, &report).is_none());
+    }
 
     fn block(dev: &str, uuid: &str) -> BlockInfo {
         BlockInfo {

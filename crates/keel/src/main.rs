@@ -56,6 +56,8 @@ enum Command {
     /// Back out selected configuration changes: locally from a profile file, or through a
     /// server (planned, approved, then applied by the host's agent).
     Rollback(commands::rollback::Args),
+    /// The web UI's accounts: add, list, delete (on the server's data directory).
+    Users(commands::users::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Rescue(a) => commands::rescue::run(&a),
         Command::Recover(r) => commands::recover::run(&r),
         Command::Rollback(a) => commands::rollback::run(&a),
+        Command::Users(a) => commands::users::run(&a),
     };
     match result {
         Ok(code) => code,

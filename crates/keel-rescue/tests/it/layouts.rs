@@ -59,7 +59,7 @@ now() { awk '{print $1}' /proc/uptime; }
 "#;
 
 /// A kit step running `script` under `sh -e` with the helpers loaded.
-fn step(name: &str, script: &str) -> Value {
+pub(crate) fn step(name: &str, script: &str) -> Value {
     serde_json::json!({
         "name": name,
         "shell": format!("set -e\n. ./lib.sh\n. ./disks.sh\n{script}"),
@@ -68,7 +68,7 @@ fn step(name: &str, script: &str) -> Value {
 }
 
 /// Writes the kit (kit.json, lib.sh, disks.sh) into `dir`.
-fn write_kit(dir: &Path, description: &str, disks_sh: &str, steps: &[Value]) {
+pub(crate) fn write_kit(dir: &Path, description: &str, disks_sh: &str, steps: &[Value]) {
     fs::write(dir.join("lib.sh"), LIB_SH).unwrap();
     fs::write(dir.join("disks.sh"), disks_sh).unwrap();
     fs::write(

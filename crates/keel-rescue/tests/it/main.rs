@@ -9,3 +9,7 @@ mod layouts;
 mod qemu;
 mod recover;
 mod support;
+mod system;
+#[path = "../../../keel-system/tests/it/support.rs"]
+#[allow(dead_code)]
+mod system_support;

@@ -44,6 +44,15 @@ impl Disk {
     }
 }
 
+/// The lock that lets one guest run at a time on the machine.
+fn qemu_lock() -> fs::File {
+    let lock_path = cache_dir().join("qemu.lock");
+    fs::create_dir_all(cache_dir()).expect("cache dir");
+    let lock = fs::File::create(&lock_path).expect("qemu lock file");
+    lock.lock().expect("lock qemu.lock");
+    lock
+}
+
 /// A running guest.
 #[derive(Debug)]
 pub struct Vm {
@@ -64,11 +73,19 @@ impl Vm {
         console: &Path,
         limit: Duration,
     ) -> Vm {
-        let lock_path = cache_dir().join("qemu.lock");
-        fs::create_dir_all(cache_dir()).expect("cache dir");
-        let lock = fs::File::create(&lock_path).expect("qemu lock file");
-        lock.lock().expect("lock qemu.lock");
+        Vm::boot_with(env, disks, append, console, limit, &[])
+    }
 
+    /// [`Vm::boot`] with more QEMU arguments (firmware, NICs).
+    pub fn boot_with(
+        env: &RescueEnv,
+        disks: &[Disk],
+        append: &str,
+        console: &Path,
+        limit: Duration,
+        extra: &[String],
+    ) -> Vm {
+        let lock = qemu_lock();
         let mut cmd = Command::new("timeout");
         cmd.args(["--signal=KILL", &limit.as_secs().to_string()])
             .arg("qemu-system-x86_64")
@@ -93,11 +110,14 @@ impl Vm {
             .arg(env.initrd())
             .arg("-append")
             .arg(format!("console=ttyS0 quiet panic=-1 {append}"));
+        // cache=unsafe: the images are scratch files, and writes that wait for the host's
+        // disk stall QEMU's emulated NVMe controller long enough, on a busy host, for the
+        // guest to time its commands out.
         for (i, d) in disks.iter().enumerate() {
             let id = format!("d{i}");
             let ro = if d.readonly { ",readonly=on" } else { "" };
             cmd.arg("-drive").arg(format!(
-                "file={},format=raw,if=none,id={id}{ro}",
+                "file={},format=raw,if=none,id={id},cache=unsafe{ro}",
                 d.image.display()
             ));
             let device = match d.bus {
@@ -107,6 +127,30 @@ impl Vm {
             cmd.arg("-device")
                 .arg(format!("{device},drive={id},serial={}", d.serial));
         }
+        cmd.args(extra);
+        Vm::launch(cmd, console, lock)
+    }
+
+    /// Boots a disk image with its own boot loader: `args` are QEMU's (machine, firmware,
+    /// disks, NICs); the serial console goes to `console`.
+    pub fn boot_disk(args: &[String], console: &Path, limit: Duration) -> Vm {
+        let lock = qemu_lock();
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--signal=KILL", &limit.as_secs().to_string()])
+            .arg("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
+            .args(["-display", "none", "-no-reboot", "-monitor", "none"])
+            .args([
+                "-chardev",
+                "stdio,id=con,signal=off",
+                "-serial",
+                "chardev:con",
+            ])
+            .args(args);
+        Vm::launch(cmd, console, lock)
+    }
+
+    fn launch(mut cmd: Command, console: &Path, lock: fs::File) -> Vm {
         let out = fs::File::create(console).expect("console file");
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -262,7 +262,12 @@ pub fn blank_image(path: &Path, bytes: u64) {
 
 /// An ext4 image labelled `KEELKIT` holding the files of `dir` (made without mounting it).
 pub fn kit_image(dir: &Path, image: &Path) {
-    blank_image(image, 16 << 20);
+    kit_image_sized(dir, image, 16 << 20);
+}
+
+/// [`kit_image`] of `bytes` bytes, for kits that carry a system tree.
+pub fn kit_image_sized(dir: &Path, image: &Path, bytes: u64) {
+    blank_image(image, bytes);
     sh(
         "mkfs.ext4",
         &[

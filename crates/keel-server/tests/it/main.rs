@@ -1,6 +1,8 @@
 //! The server in process, agents through the agent library: rules raise alerts on ingest,
 //! state alerts resolve by themselves, rules are checked before they are saved.
 
+mod recovery;
+
 use std::path::Path;
 
 use serde_json::Value;

@@ -1,5 +1,7 @@
 //! The store contract: one story every backend must pass. SQLite always runs it.
 
+mod recovery;
+
 use keel_profile::{Change, ChangeKind, Hash, Volatility};
 use keel_store::keel_schedule::{HostState, Schedule};
 use keel_store::{

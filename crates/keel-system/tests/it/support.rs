@@ -434,10 +434,12 @@ pub fn capture(root: &Path, recipient: Option<&str>) -> ProfileFile {
 pub mod boot {
     use super::*;
 
-    /// What the bootable variant adds to the production server: a kernel and GRUB for BIOS.
-    pub const BOOT_PACKAGES: &[&str] = &["linux-image-amd64", "grub-pc"];
+    /// What the bootable variant adds to the production server: a kernel, GRUB for BIOS with
+    /// GRUB's UEFI images beside it (so that the same server boots either way), and LVM.
+    pub const BOOT_PACKAGES: &[&str] =
+        &["linux-image-amd64", "grub-pc", "grub-efi-amd64-bin", "lvm2"];
     /// Bump when the bootable recipe changes.
-    const BOOT_RECIPE: &str = "boot-v3";
+    const BOOT_RECIPE: &str = "boot-v4";
     /// The first line the facts unit prints on the serial console.
     pub const FACTS_BEGIN: &str = "KEEL-FACTS-BEGIN";
     /// The last line it prints, before it powers the machine off.
@@ -465,6 +467,7 @@ findmnt -n -o TARGET,SOURCE,FSTYPE / | sed 's/^/mount=/'
 findmnt -n -o TARGET,SOURCE,FSTYPE /srv | sed 's/^/mount=/'
 echo "srv-readme=$(cat /srv/README 2>/dev/null)"
 echo "srv-state=$(sha256sum /srv/app/state.bin 2>/dev/null | cut -c1-16)"
+echo "firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios)"
 echo "cmdline=$(cat /proc/cmdline)"
 echo "failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 echo KEEL-FACTS-END

@@ -24,6 +24,8 @@ pub enum Bench {
     Ingest(super::bench_ingest::IngestArgs),
     /// Recovery planning time: a 4-disk RAID 1 + LVM profile planned onto 4 other disks.
     Plan(super::recover::BenchPlanArgs),
+    /// Web UI: the fleet page's server time on a seeded fleet (10,000 hosts by default).
+    Ui(super::bench_ui::UiArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +59,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Size(a) => size(&a),
         Bench::Ingest(a) => super::bench_ingest::run(&a),
         Bench::Plan(a) => super::recover::bench(&a),
+        Bench::Ui(a) => super::bench_ui::run(&a),
     }
 }
 

@@ -279,6 +279,9 @@ impl Client {
             .limit(MAX_BODY)
             .read_to_vec()
             .map_err(|e| unreachable(&e))?;
+        if status == 204 {
+            return Ok(Value::Null);
+        }
         let parsed: Result<Value, _> = serde_json::from_slice(&body);
         if (200..300).contains(&status) {
             return parsed.map_err(|e| ApiError::BadAnswer {
@@ -294,6 +297,42 @@ impl Client {
         };
         Err(ApiError::Status {
             method,
+            url,
+            status,
+            message,
+        })
+    }
+
+    /// `GET base + path`, the answer's bytes as they are (a profile file).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |e: &ureq::Error| ApiError::Unreachable {
+            url: url.clone(),
+            detail: e.to_string(),
+            tls: false,
+        };
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| unreachable(&e))?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into());
+        Err(ApiError::Status {
+            method: "GET",
             url,
             status,
             message,

@@ -52,6 +52,9 @@ pub struct InstallArgs {
     /// The recovery identity: secrets are compared by content when verifying.
     #[arg(long, value_name = "FILE")]
     recovery_identity: Option<PathBuf>,
+    /// Make the initramfs again even when the tree's is generic and current.
+    #[arg(long)]
+    rebuild_initramfs: bool,
     /// Do not verify the installed system against the profile at the end.
     #[arg(long)]
     no_verify: bool,
@@ -86,6 +89,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         };
     }
     opts.boot_disks.clone_from(&args.boot_disks);
+    opts.rebuild_initramfs = args.rebuild_initramfs;
     opts.nic_map = args
         .nic_map
         .iter()

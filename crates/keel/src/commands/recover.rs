@@ -44,6 +44,11 @@ pub enum Recover {
     /// boot on this machine: fstab, crypttab and mdadm.conf by UUID, the network
     /// configuration for this machine's NICs, the initramfs, GRUB; then verify it.
     Install(super::install::InstallArgs),
+    /// Recover several hosts at once, each onto a machine waiting in `keel rescue --server`:
+    /// MAPPING.toml pairs hosts with machines; every plan is shown; --yes starts them all and
+    /// follows them in one table until each is verified. Exit 1 if any was impossible or
+    /// failed.
+    Batch(super::recover_batch::BatchArgs),
 }
 
 /// Output format of `keel recover plan`.
@@ -95,29 +100,29 @@ pub struct CheckArgs {
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
     /// The plan file (`keel recover plan --output`).
-    plan: PathBuf,
+    pub(crate) plan: PathBuf,
     /// Carry the plan out. Without it, print the steps and their commands and change nothing.
     #[arg(long)]
-    yes: bool,
+    pub(crate) yes: bool,
     /// The key LUKS volumes are made with and opened by. The whole file is the key: for a
     /// passphrase typed at boot, write it without a newline (`printf %s PASSPHRASE > FILE`).
     #[arg(long, value_name = "FILE")]
-    luks_key_file: Option<PathBuf>,
+    pub(crate) luks_key_file: Option<PathBuf>,
     /// Where the rebuilt system is mounted [default: the journal's, else /mnt/keel-target].
     #[arg(long, value_name = "DIR")]
-    target_root: Option<PathBuf>,
+    pub(crate) target_root: Option<PathBuf>,
     /// The journal [default: NAME.journal.json next to the plan NAME.json].
     #[arg(long, value_name = "FILE")]
-    journal: Option<PathBuf>,
+    pub(crate) journal: Option<PathBuf>,
     /// Leave the target mounted, with its arrays, LUKS volumes, volume groups and loop devices,
     /// for the next phase of the recovery (`keel recover release` undoes it).
     #[arg(long)]
-    keep_mounted: bool,
+    pub(crate) keep_mounted: bool,
     /// Directory holding the host's /sys, /proc and /dev, for the checks.
     #[arg(long, default_value = "/", hide = true)]
-    host_root: PathBuf,
+    pub(crate) host_root: PathBuf,
     #[command(flatten)]
-    system: super::recover_system::SystemArgs,
+    pub(crate) system: super::recover_system::SystemArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +147,7 @@ pub fn run(r: &Recover) -> anyhow::Result<ExitCode> {
         Recover::BuildTree(a) => super::tree::build_tree(a),
         Recover::Verify(a) => super::tree::verify(a),
         Recover::Install(a) => super::install::install(a),
+        Recover::Batch(a) => super::recover_batch::batch(a),
     }
 }
 
@@ -229,8 +235,17 @@ impl Progress for Printer {
     }
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
 fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    apply_observed(args, super::recover_system::Observer::default())
+}
+
+/// `keel recover apply`, with every phase told to `observer` as it starts and ends (a rescue
+/// machine runs the recoveries its server gives it through this).
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub(crate) fn apply_observed(
+    args: &ApplyArgs,
+    observer: super::recover_system::Observer,
+) -> anyhow::Result<ExitCode> {
     use super::recover_system::{self as sys, RecoveryReport};
     let plan = read_plan(&args.plan)?;
     let journal_path = args
@@ -251,6 +266,7 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| sys::default_report_path(&args.plan));
     let started = Instant::now();
     let mut report = RecoveryReport::new(&plan, &args.plan, &target_root);
+    report.observer = observer;
     let finish = |report: &mut RecoveryReport, error: Option<&anyhow::Error>| {
         report.total_seconds = started.elapsed().as_secs_f64();
         if let Some(e) = error {
@@ -300,6 +316,7 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("target root: {}", target_root.display());
 
+    report.started("storage", summary(&plan));
     let result =
         keel_recover::apply_journaled(&plan, &host, &mut system, &mut journal, &mut Printer);
     let applied = match result {

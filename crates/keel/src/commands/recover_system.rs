@@ -60,6 +60,10 @@ pub struct SystemArgs {
     /// secrets; else `RESTIC_PASSWORD`].
     #[arg(long, value_name = "FILE")]
     pub restic_password_file: Option<PathBuf>,
+    /// Make the initramfs again even when the tree's is generic and current (it is made
+    /// again anyway whenever the install changes what it holds).
+    #[arg(long)]
+    pub rebuild_initramfs: bool,
     /// Do not restore the data paths.
     #[arg(long)]
     pub no_data: bool,
@@ -83,6 +87,50 @@ pub struct PhaseTime {
     pub seconds: f64,
     /// What it did.
     pub detail: String,
+}
+
+/// A phase of a recovery starting or finishing, for whoever follows it live (a rescue machine
+/// reports them to its server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseEvent {
+    /// `storage`, `base`, `packages`, …, `verify`.
+    pub phase: String,
+    /// False when it starts, true when it finished.
+    pub finished: bool,
+    /// Seconds it took, when finished.
+    pub seconds: f64,
+    /// What it does or did.
+    pub detail: String,
+}
+
+/// What an [`Observer`] calls.
+type OnPhase = Box<dyn FnMut(&PhaseEvent) + Send>;
+
+/// Called with every [`PhaseEvent`] of a recovery.
+#[derive(Default)]
+pub struct Observer(Option<OnPhase>);
+
+impl Observer {
+    /// An observer calling `f`.
+    pub fn new(f: impl FnMut(&PhaseEvent) + Send + 'static) -> Self {
+        Observer(Some(Box::new(f)))
+    }
+
+    fn emit(&mut self, e: &PhaseEvent) {
+        if let Some(f) = &mut self.0 {
+            f(e);
+        }
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(..)"
+        } else {
+            "Observer(none)"
+        })
+    }
 }
 
 /// The machine-readable account of one `keel recover apply`.
@@ -116,6 +164,9 @@ pub struct RecoveryReport {
     pub data: Vec<DataRestore>,
     /// The verification.
     pub verify: Option<VerifyReport>,
+    /// Who follows the phases live.
+    #[serde(skip)]
+    pub observer: Observer,
 }
 
 impl RecoveryReport {
@@ -136,16 +187,34 @@ impl RecoveryReport {
             install: None,
             data: Vec::new(),
             verify: None,
+            observer: Observer::default(),
         }
+    }
+
+    /// Tells the observer a phase starts.
+    pub fn started(&mut self, phase: &str, what: impl Into<String>) {
+        self.observer.emit(&PhaseEvent {
+            phase: phase.to_string(),
+            finished: false,
+            seconds: 0.0,
+            detail: what.into(),
+        });
     }
 
     /// Records a phase.
     pub fn phase(&mut self, phase: &str, took: Duration, detail: impl Into<String>) {
-        self.phases.push(PhaseTime {
+        let p = PhaseTime {
             phase: phase.to_string(),
             seconds: took.as_secs_f64(),
             detail: detail.into(),
+        };
+        self.observer.emit(&PhaseEvent {
+            phase: p.phase.clone(),
+            finished: true,
+            seconds: p.seconds,
+            detail: p.detail.clone(),
         });
+        self.phases.push(p);
     }
 
     /// Writes the report (atomically, mode 0600).
@@ -388,10 +457,12 @@ pub fn run(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let record = |report: &mut RecoveryReport, p: &Progress| {
-        if let Progress::Finished(phase, took, detail) = p {
+    let record = |report: &mut RecoveryReport, p: &Progress| match p {
+        Progress::Finished(phase, took, detail) => {
             report.phase(phase.as_str(), *took, detail.clone());
         }
+        Progress::Started(phase, what) => report.started(phase.as_str(), what.clone()),
+        _ => {}
     };
 
     let tree_done = state.tree_done && state.profile == hash;
@@ -427,6 +498,7 @@ pub fn run(
         };
     }
     opts.boot_disks.clone_from(&args.boot_disks);
+    opts.rebuild_initramfs = args.rebuild_initramfs;
     opts.nic_map = args
         .nic_map
         .iter()
@@ -465,6 +537,7 @@ pub fn run(
             "[verify] capturing {} and comparing it with the profile",
             root.display()
         );
+        report.started("verify", "capturing the recovered system");
         let t = Instant::now();
         let mut v = keel_system::verify(
             file,

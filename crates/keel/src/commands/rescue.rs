@@ -32,6 +32,8 @@ pub struct Args {
     command: Option<Sub>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    machine: Box<super::rescue_machine::MachineArgs>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -95,6 +97,7 @@ struct RunArgs {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Some(Sub::Build(b)) => build(b),
+        None if args.machine.server.is_some() => super::rescue_machine::run(&args.machine),
         None => rescue(&args.run),
     }
 }

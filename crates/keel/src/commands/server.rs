@@ -53,6 +53,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             args.data.display()
         );
         eprintln!("CA fingerprint (SHA-256): {}", server.ca_fingerprint);
+        eprintln!(
+            "web UI: https://{}/ui/ (accounts: `keel users add NAME --role admin --data {}`)",
+            server.addr,
+            args.data.display()
+        );
         if let Some(first) = &server.first_start {
             eprintln!();
             eprintln!("First start: these tokens are shown once and stored only as hashes.");

@@ -92,6 +92,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "admin commands: `. {}` then `keel hosts`, `keel profiles HOST`, `keel alerts`",
             env.display()
         ));
+        match super::users::first_admin(&args.data)? {
+            Some((name, password)) => say(&format!(
+                "web UI: {url}/ui/ (log in as {name}, password {password}: shown only now; change it with `keel users add {name} --update --data {}`)",
+                args.data.display()
+            )),
+            None => say(&format!("web UI: {url}/ui/")),
+        }
 
         let state_dir = args.data.join("local-agent");
         let mut agent = keel_agent::Agent::new(&state_dir, &args.root);

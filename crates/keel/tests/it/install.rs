@@ -28,13 +28,13 @@ const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 const GIB: u64 = 1 << 30;
 const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
 const LINUX_FS: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
-const ROOT_UUID: &str = "3a6d1c2e-7b4f-4e8a-9c0d-1e2f3a4b5c6d";
+pub(crate) const ROOT_UUID: &str = "3a6d1c2e-7b4f-4e8a-9c0d-1e2f3a4b5c6d";
 const SRV_UUID: &str = "8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3";
 /// Name of the profile's NIC, and the name the guest's NIC gets (PCI slot 5).
-const OLD_NIC: &str = "ens3";
-const NEW_NIC: &str = "ens5";
+pub(crate) const OLD_NIC: &str = "ens3";
+pub(crate) const NEW_NIC: &str = "ens5";
 /// Bump when the source image's recipe changes.
-const PROFILE_RECIPE: &str = "p3";
+const PROFILE_RECIPE: &str = "p4";
 /// The restic repository's password.
 const RESTIC_PASSWORD: &str = "keel-test-restic";
 
@@ -80,7 +80,7 @@ impl Drop for Loop {
     }
 }
 
-fn missing() -> Option<String> {
+pub(crate) fn missing() -> Option<String> {
     if let Some(why) = system_support::unsupported() {
         return Some(why);
     }
@@ -104,7 +104,7 @@ fn missing() -> Option<String> {
 
 /// The bootable server's profile and the recovery identity its secrets are encrypted to,
 /// captured once from a 6 GiB image and cached.
-fn source_profile() -> (PathBuf, PathBuf) {
+pub(crate) fn source_profile() -> (PathBuf, PathBuf) {
     let tar =
         system_support::boot::boot_server_tarball().unwrap_or_else(|e| panic!("boot server: {e}"));
     let dir = cache_dir();
@@ -269,13 +269,13 @@ fn keel(args: &[&str]) -> String {
 
 /// A QEMU run, killed (by its own handle) when dropped. Holds the lock other tests' QEMUs
 /// take, so that one runs at a time.
-struct Vm {
+pub(crate) struct Vm {
     child: Child,
     _lock: fs::File,
 }
 
 impl Vm {
-    fn boot(image: &Path, console: &Path, limit: Duration) -> Vm {
+    pub(crate) fn boot(image: &Path, console: &Path, limit: Duration) -> Vm {
         let base = cache_dir().parent().expect("cache base").to_path_buf();
         let lock = fs::File::create(base.join("qemu.lock")).expect("qemu lock");
         lock.lock().expect("lock qemu.lock");
@@ -303,7 +303,7 @@ impl Vm {
     }
 
     /// Waits for QEMU to end (the guest powers off) or `limit`.
-    fn wait(&mut self, limit: Duration) -> bool {
+    pub(crate) fn wait(&mut self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -323,7 +323,7 @@ impl Drop for Vm {
 }
 
 /// The `key=value` lines between the facts markers on the console.
-fn facts(console: &str) -> Vec<(String, String)> {
+pub(crate) fn facts(console: &str) -> Vec<(String, String)> {
     let start = console
         .find(FACTS_BEGIN)
         .map_or(0, |i| i + FACTS_BEGIN.len());
@@ -339,7 +339,7 @@ fn facts(console: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn fact<'a>(facts: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+pub(crate) fn fact<'a>(facts: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     facts
         .iter()
         .filter(|(k, _)| k == key)
@@ -528,6 +528,7 @@ fn a_blank_image_becomes_the_booted_verified_server() {
         cmdline.contains(&format!("root=UUID={ROOT_UUID}")) && cmdline.contains("console=ttyS0"),
         "{cmdline}"
     );
+    assert_eq!(fact(&f, "firmware"), ["bios"]);
     assert_eq!(fact(&f, "srv-readme"), ["application data lives here"]);
     let state_sum = Command::new("sha256sum")
         .arg(dir.join("state.bin"))

@@ -13,6 +13,7 @@ mod fleet;
 #[allow(dead_code)]
 mod http_server;
 mod install;
+mod machines;
 mod rollback;
 mod secrets;
 mod server;
@@ -23,3 +24,4 @@ mod support;
 #[path = "../../../keel-system/tests/it/support.rs"]
 #[allow(dead_code)]
 mod system_support;
+mod ui;

@@ -236,6 +236,12 @@ fn keel_up_runs_the_server_and_watches_this_machine() {
     );
     assert!(out.contains("profile 1 of solo stored: the first"), "{out}");
     assert!(
+        out.contains(&format!(
+            "web UI: https://{listen}/ui/ (log in as admin, password "
+        )),
+        "the first run makes the UI's admin account: {out}"
+    );
+    assert!(
         out.contains("profile 2 of solo stored: no configuration changes"),
         "{out}"
     );
@@ -258,6 +264,10 @@ fn keel_up_runs_the_server_and_watches_this_machine() {
     assert!(
         out.contains("profile 3 of solo stored: ") && out.contains("added users/users bob"),
         "{out}"
+    );
+    assert!(
+        out.contains(&format!("web UI: https://{listen}/ui/\n")),
+        "the password is shown once: {out}"
     );
     assert_eq!(std::fs::read_to_string(&env).unwrap(), env_text);
 }

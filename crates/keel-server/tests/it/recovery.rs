@@ -1,0 +1,208 @@
+//! Recovery machines and jobs through the HTTP API, without touching a disk: a machine
+//! registers, an admin plans a host's recovery onto it (and is refused an impossible one),
+//! starts it by typing the host's name, the machine takes it, reports its phases and finishes.
+//! Unauthenticated, read-only, enrollment and machine tokens cannot plan or start one.
+
+use keel_profile::ProfileFile;
+use keel_recover::{TargetDisk, GIB};
+use serde_json::{json, Value};
+
+use crate::Fixture;
+
+/// Puts `file` into the server as host `host`, through a real agent's enrollment and upload.
+pub(crate) fn upload_as(fx: &Fixture, host: &str, file: &ProfileFile) {
+    let state = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let agent = keel_agent::Agent::new(state.path(), root.path());
+    agent
+        .enroll(
+            &fx.url(),
+            &fx.enroll,
+            host,
+            &file.profile.meta.machine_id,
+            None,
+        )
+        .unwrap();
+    let spool = state.path().join("agent/spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(
+        spool.join("0000000000000001-0000.keel"),
+        file.encode().unwrap(),
+    )
+    .unwrap();
+    let r = agent.deliver().unwrap();
+    assert_eq!((r.delivered, r.rejected), (1, 0), "{r:?}");
+}
+
+fn register(fx: &Fixture, name: &str, disk_bytes: u64) -> (i64, String) {
+    let disks = vec![TargetDisk::image(format!("/images/{name}.img"), disk_bytes)];
+    let body = json!({ "name": name, "inventory": { "disks": disks, "firmware": "bios" } });
+    let (status, v) = fx.call(
+        "POST",
+        "/api/v1/machines/register",
+        &fx.enroll,
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{v}");
+    (
+        v["machine"]["id"].as_i64().unwrap(),
+        v["token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn a_machine_takes_a_started_recovery_and_only_admins_plan_and_start() {
+    let fx = Fixture::start();
+    let mut profile = keel_recover::sample::bios_ext4_profile();
+    profile.meta.machine_id = "4b45454c0000000000000000000000db".into();
+    let file = ProfileFile {
+        profile,
+        blobs: std::collections::BTreeMap::new(),
+        signature: None,
+    };
+    upload_as(&fx, "db-1", &file);
+    let readonly = fx
+        .server
+        .issue_token(keel_server::TokenKind::Readonly, "test")
+        .unwrap();
+    let (a, a_token) = register(&fx, "rescue-a", 40 * GIB);
+    let (_, b_token) = register(&fx, "rescue-tiny", GIB);
+
+    // A registration needs a token that may enroll.
+    let (status, _) = fx.call("POST", "/api/v1/machines/register", "", Some("{}"));
+    assert_eq!(status, 401);
+    let (status, _) = fx.call("POST", "/api/v1/machines/register", &readonly, Some("{}"));
+    assert_eq!(status, 403);
+    let (status, v) = fx.call("GET", "/api/v1/machines", &readonly, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+
+    // Only an admin plans.
+    let want = json!({ "host": "db-1", "machine": "rescue-a" }).to_string();
+    for (token, expected) in [
+        ("", 401),
+        ("keel-admin-not-a-token", 401),
+        (readonly.as_str(), 403),
+        (fx.enroll.as_str(), 403),
+        (a_token.as_str(), 401),
+    ] {
+        let (status, v) = fx.call("POST", "/api/v1/recoveries", token, Some(&want));
+        assert_eq!(status, expected, "token {token:?}: {v}");
+    }
+    let (status, job) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&want));
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "planned");
+    assert_eq!(job["machine_id"], a);
+    assert!(
+        job["plan_text"]
+            .as_str()
+            .unwrap()
+            .contains("/images/rescue-a.img"),
+        "{job}"
+    );
+    let id = job["id"].as_i64().unwrap();
+
+    // A disk far too small: refused with the planner's reason, nothing stored.
+    let tiny = json!({ "host": "db-1", "machine": "rescue-tiny" }).to_string();
+    let (status, v) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&tiny));
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["code"], "impossible_plan", "{v}");
+
+    // Nothing to do before it is started.
+    let (status, _) = fx.call("POST", "/api/v1/machine/next", &a_token, None);
+    assert_eq!(status, 204);
+
+    // Only an admin starts, and only by typing the host's name.
+    let start = format!("/api/v1/recoveries/{id}/start");
+    let confirm = json!({ "confirm": "db-1" }).to_string();
+    for (token, expected) in [
+        ("", 401),
+        (readonly.as_str(), 403),
+        (fx.enroll.as_str(), 403),
+        (a_token.as_str(), 401),
+    ] {
+        let (status, v) = fx.call("POST", &start, token, Some(&confirm));
+        assert_eq!(status, expected, "token {token:?}: {v}");
+    }
+    let (status, v) = fx.call(
+        "POST",
+        &start,
+        &fx.admin,
+        Some(&json!({ "confirm": "db-2" }).to_string()),
+    );
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("confirmation")),
+        "{v}"
+    );
+    let (status, v) = fx.call("GET", &format!("/api/v1/recoveries/{id}"), &readonly, None);
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("planned")),
+        "{v}"
+    );
+    let (status, v) = fx.call("POST", &start, &fx.admin, Some(&confirm));
+    assert_eq!((status, v["status"].as_str()), (200, Some("queued")), "{v}");
+    let (status, _) = fx.call("POST", &start, &fx.admin, Some(&confirm));
+    assert_eq!(status, 409);
+
+    // Another machine neither takes it nor reports on it; the admin token is no machine's.
+    let (status, _) = fx.call("POST", "/api/v1/machine/next", &b_token, None);
+    assert_eq!(status, 204);
+    let (status, _) = fx.call("POST", "/api/v1/machine/next", &fx.admin, None);
+    assert_eq!(status, 401);
+    let (status, job) = fx.call("POST", "/api/v1/machine/next", &a_token, None);
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("running")),
+        "{job}"
+    );
+
+    // The profile, as the plan was made from it.
+    let mut resp = fx
+        .client()
+        .get(format!(
+            "{}/api/v1/machine/recoveries/{id}/profile",
+            fx.url()
+        ))
+        .header("Authorization", &format!("Bearer {a_token}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.body_mut().read_to_vec().unwrap();
+    let got = ProfileFile::decode(&bytes).unwrap();
+    assert_eq!(
+        job["plan"]["source"]["profile_hash"].as_str(),
+        Some(got.hash().unwrap().to_hex().as_str())
+    );
+
+    let progress = format!("/api/v1/machine/recoveries/{id}/progress");
+    let event = json!({ "phase": "storage", "state": "started", "detail": "4 steps" });
+    let (status, _) = fx.call("POST", &progress, &b_token, Some(&event.to_string()));
+    assert_eq!(status, 403);
+    let (status, v) = fx.call("POST", &progress, &a_token, Some(&event.to_string()));
+    assert_eq!(status, 200, "{v}");
+    let event =
+        json!({ "phase": "storage", "state": "finished", "seconds": 1.5, "detail": "4 steps run" });
+    let (status, _) = fx.call("POST", &progress, &a_token, Some(&event.to_string()));
+    assert_eq!(status, 200);
+    let (_, v) = fx.call("GET", &format!("/api/v1/recoveries/{id}"), &readonly, None);
+    assert_eq!(v["phase"], "storage", "{v}");
+    assert_eq!(v["progress"].as_array().unwrap().len(), 2, "{v}");
+    let (_, machine) = fx.call("GET", "/api/v1/machines/rescue-a", &readonly, None);
+    assert_eq!(machine["busy_with"], id, "{machine}");
+
+    let report = json!({ "ok": true, "verify": { "expected": [], "unexpected": [] } });
+    let (status, v) = fx.call(
+        "POST",
+        &format!("/api/v1/machine/recoveries/{id}/finish"),
+        &a_token,
+        Some(&json!({ "ok": true, "report": report }).to_string()),
+    );
+    assert_eq!((status, v["status"].as_str()), (200, Some("done")), "{v}");
+    assert_eq!(v["report"]["verify"]["unexpected"], json!([]));
+    let (_, list): (u16, Value) = fx.call("GET", "/api/v1/recoveries", &readonly, None);
+    assert_eq!(list[0]["id"], id, "{list}");
+    let (_, machine) = fx.call("GET", "/api/v1/machines/rescue-a", &readonly, None);
+    assert_eq!(machine["busy_with"], Value::Null, "{machine}");
+}
