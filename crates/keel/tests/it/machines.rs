@@ -264,27 +264,98 @@ fn a_host_is_recovered_onto_a_waiting_rescue_machine_then_boots() {
         "{listed:?}"
     );
 
-    // Point and click: the plan for this host on this machine, shown before anything runs.
+    // Point and click: the plan for this host on this machine, shown before anything runs,
+    // started by typing the host's name; in the browser when there is one.
     let started = Instant::now();
-    let (status, job) = api.call(
-        "POST",
-        "/api/v1/recoveries",
-        Some(&json!({ "host": HOSTNAME, "machine": "rescue-1" })),
-    );
-    assert_eq!(status, 201, "{job}");
-    let plan_text = job["plan_text"].as_str().unwrap_or_default();
-    assert!(
-        plan_text.contains(&img.display().to_string()),
-        "{plan_text}"
-    );
-    let id = job["id"].as_i64().expect("id");
-    let (status, v) = api.call(
-        "POST",
-        &format!("/api/v1/recoveries/{id}/start"),
-        Some(&json!({ "confirm": HOSTNAME })),
-    );
-    assert_eq!(status, 200, "{v}");
+    let browser = crate::ui::browser_unsupported();
+    let driver = browser.is_none().then(crate::ui::Driver::start);
+    let page = driver
+        .as_ref()
+        .map(|d| crate::ui::Browser::open(d, &server.url));
+    let id = if let Some(b) = &page {
+        add_user(&dir.join("server"), "ada", "admin", "correct horse battery");
+        b.go("/ui/login");
+        b.fill("#name", "ada");
+        b.fill("#password", "correct horse battery");
+        b.click("#login");
+        b.go("/ui/recoveries");
+        let index = b.source();
+        assert!(
+            index.contains("rescue-1"),
+            "the waiting machine is listed: {index}"
+        );
+        b.screenshot("recoveries-waiting");
+        b.choose("#plan-host option:nth-child(2)");
+        b.choose("#plan-machine option:nth-child(2)");
+        b.click("#plan-submit");
+        let shown = b.source();
+        assert!(
+            shown.contains(&img.display().to_string()) && shown.contains("id=\"start\""),
+            "the plan and its start button: {shown}"
+        );
+        b.screenshot("recovery-plan");
+        let url = b.url();
+        let id: i64 = url
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no recovery id in {url}"));
+        // A wrong name starts nothing.
+        b.fill("#confirm", "not-the-host");
+        b.click("#start");
+        assert!(b.source().contains("id=\"start\""), "{}", b.source());
+        let (_, v) = api.call("GET", &format!("/api/v1/recoveries/{id}"), None);
+        assert_eq!(v["status"], "planned", "{v}");
+        b.fill("#confirm", HOSTNAME);
+        b.click("#start");
+        id
+    } else {
+        note(&format!(
+            "the browser part is skipped ({}): planned and started through the API",
+            browser.unwrap_or_default()
+        ));
+        let (status, job) = api.call(
+            "POST",
+            "/api/v1/recoveries",
+            Some(&json!({ "host": HOSTNAME, "machine": "rescue-1" })),
+        );
+        assert_eq!(status, 201, "{job}");
+        let plan_text = job["plan_text"].as_str().unwrap_or_default();
+        assert!(
+            plan_text.contains(&img.display().to_string()),
+            "{plan_text}"
+        );
+        let id = job["id"].as_i64().expect("id");
+        let (status, v) = api.call(
+            "POST",
+            &format!("/api/v1/recoveries/{id}/start"),
+            Some(&json!({ "confirm": HOSTNAME })),
+        );
+        assert_eq!(status, 200, "{v}");
+        id
+    };
+    if let Some(b) = &page {
+        b.wait_for_text(
+            &format!("/ui/recoveries/{id}"),
+            "id=\"progress\"",
+            Duration::from_secs(300),
+        );
+        assert!(
+            b.source().contains("<strong>running</strong>"),
+            "{}",
+            b.source()
+        );
+        b.screenshot("recovery-progress");
+    }
     let (job, seen) = follow(&api, id, Duration::from_secs(1200));
+    if let Some(b) = &page {
+        b.wait_for_text(
+            &format!("/ui/recoveries/{id}"),
+            "the recovered system matches its profile",
+            Duration::from_secs(60),
+        );
+        b.screenshot("recovery-verified");
+    }
     let took = started.elapsed();
     let code = machine.wait(Duration::from_secs(60));
     let log = machine.log();

@@ -305,7 +305,7 @@ fn unauthenticated_and_read_only_users_cannot_change_anything() {
 // ------------------------------------------------------------------ WebDriver
 
 /// Why the browser test cannot run here, if it cannot.
-fn browser_unsupported() -> Option<String> {
+pub(crate) fn browser_unsupported() -> Option<String> {
     for tool in ["chromium", "chromedriver", "curl"] {
         if which(tool).is_none() {
             return Some(format!(
@@ -317,13 +317,13 @@ fn browser_unsupported() -> Option<String> {
 }
 
 /// A chromedriver process, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -388,7 +388,7 @@ impl Drop for Driver {
 }
 
 /// One browser session, closed when dropped.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     driver: &'a Driver,
     id: String,
     base: String,
@@ -398,7 +398,7 @@ struct Browser<'a> {
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl<'a> Browser<'a> {
-    fn open(driver: &'a Driver, base: &str) -> Browser<'a> {
+    pub(crate) fn open(driver: &'a Driver, base: &str) -> Browser<'a> {
         let profile = TempDir::new().unwrap();
         let args = [
             "--headless".to_string(),
@@ -437,7 +437,7 @@ impl<'a> Browser<'a> {
             .unwrap_or_else(|e| panic!("webdriver: {e}"))
     }
 
-    fn go(&self, path: &str) {
+    pub(crate) fn go(&self, path: &str) {
         self.cmd(
             "POST",
             "/url",
@@ -445,14 +445,14 @@ impl<'a> Browser<'a> {
         );
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.cmd("GET", "/url", None)
             .as_str()
             .unwrap_or("")
             .to_string()
     }
 
-    fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         self.cmd("GET", "/source", None)
             .as_str()
             .unwrap_or("")
@@ -472,7 +472,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Clicks a link or a submit button and waits until the next page has loaded.
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let page = self.find("html");
         let el = self.find(css);
         self.cmd("POST", &format!("/element/{el}/click"), Some(&json!({})));
@@ -507,7 +507,13 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn fill(&self, css: &str, text: &str) {
+    /// Clicks something that loads no page (an option of a list).
+    pub(crate) fn choose(&self, css: &str) {
+        let el = self.find(css);
+        self.cmd("POST", &format!("/element/{el}/click"), Some(&json!({})));
+    }
+
+    pub(crate) fn fill(&self, css: &str, text: &str) {
         let el = self.find(css);
         self.cmd("POST", &format!("/element/{el}/clear"), Some(&json!({})));
         self.cmd(
@@ -517,7 +523,7 @@ impl<'a> Browser<'a> {
         );
     }
 
-    fn screenshot(&self, name: &str) {
+    pub(crate) fn screenshot(&self, name: &str) {
         use base64::Engine as _;
         let png = self.cmd("GET", "/screenshot", None);
         let bytes = base64::engine::general_purpose::STANDARD
@@ -529,7 +535,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Waits until the page's source contains `text`, reloading `path` between looks.
-    fn wait_for_text(&self, path: &str, text: &str, limit: Duration) {
+    pub(crate) fn wait_for_text(&self, path: &str, text: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             self.go(path);
