@@ -29,20 +29,20 @@ fn bad_request(m: impl Into<String>) -> ApiError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
-    host: String,
+    pub host: String,
     /// The profile to go back to.
-    to: i64,
+    pub to: i64,
     /// The profile in which the changes appear (default: the host's newest).
     #[serde(default)]
-    from: Option<i64>,
+    pub from: Option<i64>,
     /// `SECTION:KEY` selectors.
-    only: Vec<String>,
+    pub only: Vec<String>,
     /// Include rows that changed again later.
     #[serde(default)]
-    force: bool,
+    pub force: bool,
     /// Who proposes it.
     #[serde(default)]
-    by: Option<String>,
+    pub by: Option<String>,
 }
 
 /// A stored profile with the blobs it refers to.
@@ -75,7 +75,13 @@ pub(crate) async fn create(
     authorize(&s, &headers, &[TokenKind::Admin])?;
     let req: CreateRequest = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("invalid rollback request: {e}")))?;
-    let host = find_host(&s, &req.host)?;
+    let job = propose(&s, req)?;
+    Ok((StatusCode::CREATED, Json(job)).into_response())
+}
+
+/// Plans a rollback and stores it as proposed (the API's and the UI's).
+pub(crate) fn propose(s: &AppState, req: CreateRequest) -> ApiResult<RollbackRecord> {
+    let host = find_host(s, &req.host)?;
     let Some(newest) = host.last_profile_id else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -90,9 +96,9 @@ pub(crate) async fn create(
         .map(|o| o.parse())
         .collect::<Result<_, _>>()
         .map_err(|e: keel_rollback::RollbackError| bad_request(e.to_string()))?;
-    let (to_sum, before) = load_file(&s, req.to)?;
-    let (from_sum, after) = load(&s, from)?;
-    let (_, current) = load(&s, newest)?;
+    let (to_sum, before) = load_file(s, req.to)?;
+    let (from_sum, after) = load(s, from)?;
+    let (_, current) = load(s, newest)?;
     if to_sum.host_id != host.id || from_sum.host_id != host.id {
         return Err(bad_request(format!(
             "profiles {} and {from} must both be profiles of host {}",
@@ -116,7 +122,7 @@ pub(crate) async fn create(
         created_by: req.by.unwrap_or_else(|| "admin".into()),
         now: crate::now_ms(),
     })?;
-    Ok((StatusCode::CREATED, Json(job)).into_response())
+    Ok(job)
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,7 +147,7 @@ pub(crate) async fn list(
     Ok(Json(jobs).into_response())
 }
 
-fn job_or_404(s: &AppState, id: i64) -> ApiResult<RollbackRecord> {
+pub(crate) fn job_or_404(s: &AppState, id: i64) -> ApiResult<RollbackRecord> {
     s.store.rollback(id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -182,14 +188,24 @@ fn decide(
     } else {
         serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid decision: {e}")))?
     };
-    job_or_404(s, id)?;
     let by =
         d.by.filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| "admin".into());
-    let job = s
-        .store
-        .decide_rollback(id, approve, &by, d.reason.as_deref(), crate::now_ms())?;
+    let job = decide_as(s, id, approve, &by, d.reason.as_deref())?;
     Ok(Json(job).into_response())
+}
+
+/// Approves or rejects a proposed rollback, recording who (the API's and the UI's).
+pub(crate) fn decide_as(
+    s: &AppState,
+    id: i64,
+    approve: bool,
+    by: &str,
+    reason: Option<&str>,
+) -> ApiResult<RollbackRecord> {
+    job_or_404(s, id)?;
+    Ok(s.store
+        .decide_rollback(id, approve, by, reason, crate::now_ms())?)
 }
 
 pub(crate) async fn approve(

@@ -78,6 +78,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "recovery_batch.html",
         include_str!("../../templates/recovery_batch.html"),
     ),
+    (
+        "rollback.html",
+        include_str!("../../templates/rollback.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("../../static/keel.css");
@@ -282,6 +286,10 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/ui/hosts/{name}", get(host))
         .route("/ui/hosts/{name}/diff", get(diff))
         .route("/ui/hosts/{name}/schedule", post(set_schedule))
+        .route("/ui/hosts/{name}/rollback", post(propose_rollback))
+        .route("/ui/rollbacks/{id}", get(rollback_page))
+        .route("/ui/rollbacks/{id}/approve", post(approve_rollback))
+        .route("/ui/rollbacks/{id}/reject", post(reject_rollback))
         .route("/ui/alerts", get(alerts))
         .route("/ui/alerts/{id}/ack", post(ack))
         .route("/ui/alerts/{id}/resolve", post(resolve))
@@ -692,6 +700,135 @@ async fn diff(
         &format!("{name}: diff"),
         ctx,
     )
+}
+
+// ------------------------------------------------------------------ backing changes out
+
+/// From the diff page: the ticked changes (`only_N` fields holding `section.table:key`) are
+/// planned back to the older profile, and the plan is shown for approval.
+async fn propose_rollback(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<Fields>,
+) -> Response {
+    let s = match ui.admin(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (Some(to), Some(from)) = (
+        form.get("to").and_then(|v| v.parse::<i64>().ok()),
+        form.get("from").and_then(|v| v.parse::<i64>().ok()),
+    ) else {
+        return ui.error(Some(&s), StatusCode::BAD_REQUEST, "Which profiles?");
+    };
+    let mut only: Vec<String> = form
+        .iter()
+        .filter(|(k, _)| k.starts_with("only_"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    only.sort();
+    only.dedup();
+    if only.is_empty() {
+        return ui.error(
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "Tick the changes to back out first.",
+        );
+    }
+    let req = crate::rollback::CreateRequest {
+        host: name,
+        to,
+        from: Some(from),
+        only,
+        force: false,
+        by: Some(s.user.name.clone()),
+    };
+    match crate::rollback::propose(&ui.app, req) {
+        Ok(job) => see_other(&with_msg(
+            &format!("/ui/rollbacks/{}", job.id),
+            "Rollback planned: read the plan, then approve or reject it.",
+        )),
+        Err(e) => ui.api_error(&s, &e),
+    }
+}
+
+async fn rollback_page(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(query): Q,
+) -> Response {
+    let s = match ui.viewer(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let job = match crate::rollback::job_or_404(&ui.app, id) {
+        Ok(j) => j,
+        Err(e) => return ui.api_error(&s, &e),
+    };
+    let plan_text = serde_json::from_value::<keel_rollback::Plan>(job.plan.clone()).map_or_else(
+        |_| serde_json::to_string_pretty(&job.plan).unwrap_or_default(),
+        |p| p.to_string(),
+    );
+    let msg = q(&query, "msg").map(str::to_string);
+    let ctx = context! { job, plan_text, msg };
+    ui.page(
+        Some(&s),
+        "rollback.html",
+        "fleet",
+        &format!("Rollback {id}"),
+        ctx,
+    )
+}
+
+async fn approve_rollback(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Fields>,
+) -> Response {
+    decide_rollback(&ui, &headers, id, &form, true)
+}
+
+async fn reject_rollback(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Fields>,
+) -> Response {
+    decide_rollback(&ui, &headers, id, &form, false)
+}
+
+fn decide_rollback(
+    ui: &Ui,
+    headers: &HeaderMap,
+    id: i64,
+    form: &Fields,
+    approve: bool,
+) -> Response {
+    let s = match ui.admin(headers, form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reason = form.get("reason").filter(|r| !r.trim().is_empty());
+    match crate::rollback::decide_as(
+        &ui.app,
+        id,
+        approve,
+        &s.user.name,
+        reason.map(String::as_str),
+    ) {
+        Ok(_) => see_other(&with_msg(
+            &format!("/ui/rollbacks/{id}"),
+            if approve {
+                "Approved: the host's agent applies it at its next poll."
+            } else {
+                "Rejected: nothing will be applied."
+            },
+        )),
+        Err(e) => ui.api_error(&s, &e),
+    }
 }
 
 async fn set_schedule(

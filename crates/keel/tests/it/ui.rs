@@ -212,12 +212,20 @@ fn unauthenticated_and_read_only_users_cannot_change_anything() {
     let schedule = [("kind", "interval"), ("expr", "5m"), ("grace", "1m")];
     let ack = format!("/ui/alerts/{id}/ack");
     let resolve = format!("/ui/alerts/{id}/resolve");
-    let posts: [(&str, &[(&str, &str)]); 5] = [
+    let back_out = [
+        ("to", "1"),
+        ("from", "2"),
+        ("only_users_1", "users.users:mallory"),
+    ];
+    let posts: [(&str, &[(&str, &str)]); 8] = [
         (&ack, &[("note", "")]),
         (&resolve, &[("note", "")]),
         ("/ui/rules", &rule),
         ("/ui/hosts/beta/schedule", &schedule),
         ("/ui/schedules", &schedule),
+        ("/ui/hosts/beta/rollback", &back_out),
+        ("/ui/rollbacks/1/approve", &[("note", "")]),
+        ("/ui/rollbacks/1/reject", &[("note", "")]),
     ];
     let with = |csrf: &str, fields: &[(&str, &str)]| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = fields
@@ -293,6 +301,11 @@ fn unauthenticated_and_read_only_users_cannot_change_anything() {
         "no rule was saved: {rules}"
     );
     assert_eq!(fleet.api("/api/v1/hosts/beta")["schedule"], schedule_before);
+    assert_eq!(
+        fleet.api("/api/v1/rollbacks"),
+        json!([]),
+        "no rollback was proposed"
+    );
 
     // The admin's own token works: the same change goes through.
     let csrf = ada.csrf();
@@ -603,7 +616,8 @@ fn a_browser_logs_in_diffs_acknowledges_and_saves_a_rule_that_fires() {
     b.screenshot("host");
     b.click("#diff");
     let diff_page = b.source();
-    assert!(b.url().contains("/ui/hosts/beta/diff?"), "{}", b.url());
+    let diff_url = b.url();
+    assert!(diff_url.contains("/ui/hosts/beta/diff?"), "{diff_url}");
     assert!(diff_page.contains("mallory"), "{diff_page}");
     assert!(diff_page.contains("<h2>users</h2>"), "{diff_page}");
     b.screenshot("diff");
@@ -670,6 +684,34 @@ fn a_browser_logs_in_diffs_acknowledges_and_saves_a_rule_that_fires() {
     b.click("#schedule-alpha button");
     assert!(b.source().contains("Schedule of alpha saved"));
     assert_eq!(fleet.api("/api/v1/hosts/alpha")["schedule"]["expr"], "15m");
+
+    // Back out the planted account from the diff: a plan is shown, approval is recorded.
+    let path = &diff_url[diff_url.find("/ui/").expect("a UI address")..];
+    b.go(path);
+    b.choose("input[value='users.users:mallory']");
+    b.click("#rollback");
+    let planned = b.source();
+    assert!(b.url().contains("/ui/rollbacks/"), "{}", b.url());
+    assert!(planned.contains("<strong>proposed</strong>"), "{planned}");
+    assert!(
+        planned.contains("mallory"),
+        "the plan names the account: {planned}"
+    );
+    b.screenshot("rollback-plan");
+    b.click("#approve");
+    let approved = b.source();
+    assert!(approved.contains("Approved"), "{approved}");
+    assert!(approved.contains("by ada"), "{approved}");
+    b.screenshot("rollback-approved");
+    let jobs = fleet.api("/api/v1/rollbacks?host=beta");
+    let job = &jobs[0];
+    assert_eq!(job["decided_by"], "ada", "{jobs}");
+    assert_eq!(job["created_by"], "ada", "{jobs}");
+    assert_eq!(job["selection"], json!(["users.users:mallory"]), "{jobs}");
+    assert!(
+        ["approved", "running", "done", "failed"].contains(&job["status"].as_str().unwrap_or("")),
+        "{jobs}"
+    );
 }
 
 #[test]
