@@ -26,7 +26,7 @@ use crate::support::{
     step_output, vm_tests_unsupported, which, ShowConsoleOnPanic,
 };
 use crate::system_support;
-use crate::system_support::boot::{FACTS_BEGIN, FACTS_END};
+use crate::system_support::boot::{fact, facts, FACTS_END};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -312,31 +312,6 @@ fn source() -> Source {
 fn state_data() -> Vec<u8> {
     (0..256 * 1024u32)
         .map(|i| u8::try_from(i * 13 % 251).expect("byte"))
-        .collect()
-}
-
-/// The `key=value` lines between the facts markers on the console.
-fn facts(console: &str) -> Vec<(String, String)> {
-    let start = console
-        .find(FACTS_BEGIN)
-        .map_or(0, |i| i + FACTS_BEGIN.len());
-    let end = console[start..]
-        .find(FACTS_END)
-        .map_or(console.len(), |i| start + i);
-    console[start..end]
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.trim().split_once('=')?;
-            Some((k.to_string(), v.trim().to_string()))
-        })
-        .collect()
-}
-
-fn fact<'a>(facts: &'a [(String, String)], key: &str) -> Vec<&'a str> {
-    facts
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
         .collect()
 }
 

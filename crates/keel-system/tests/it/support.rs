@@ -487,6 +487,32 @@ ExecStart=/bin/sh /etc/keel-facts.sh
 WantedBy=multi-user.target
 ";
 
+    /// The `key=value` lines between the facts markers on a boot's console.
+    pub fn facts(console: &str) -> Vec<(String, String)> {
+        let start = console
+            .find(FACTS_BEGIN)
+            .map_or(0, |i| i + FACTS_BEGIN.len());
+        let end = console[start..]
+            .find(FACTS_END)
+            .map_or(console.len(), |i| start + i);
+        console[start..end]
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().split_once('=')?;
+                Some((k.to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// Every value of `key` among `facts`.
+    pub fn fact<'a>(facts: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+        facts
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Runs `args` in `root` with /proc, /sys and /dev mounted in a private mount namespace
     /// (gone when the command ends), apt's archive directory bound to `debs`.
     pub fn chroot_mounted(root: &Path, debs: &Path, args: &[&str]) -> String {

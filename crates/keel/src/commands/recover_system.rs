@@ -379,7 +379,10 @@ pub fn prepare(
         // A package the repositories lost stops the recovery here, before the disks.
         let t = Instant::now();
         let opts = build_options(args, Path::new("/nonexistent"));
-        let checked = keel_system::check(&file, &opts, &mut |p| show(&p, args.verbose)).context(
+        let checked = keel_system::check(&file, &opts, &mut |p| {
+            super::tree::show_progress(&p, args.verbose);
+        })
+        .context(
             "the system cannot be rebuilt from the profile's repositories; no disk was \
                  written",
         )?;
@@ -409,19 +412,6 @@ fn which(tool: &str) -> Option<PathBuf> {
             .map(|d| d.join(tool))
             .find(|p| p.is_file())
     })
-}
-
-#[allow(clippy::print_stderr)]
-fn show(p: &Progress, verbose: bool) {
-    match p {
-        Progress::Started(phase, what) => eprintln!("[{phase}] {what}"),
-        Progress::Finished(phase, took, detail) => {
-            eprintln!("[{phase}] done in {:.1} s: {detail}", took.as_secs_f64());
-        }
-        Progress::Note(n) => eprintln!("  {n}"),
-        Progress::Output(_, line) if verbose => eprintln!("  | {line}"),
-        Progress::Output(..) => {}
-    }
 }
 
 /// The state of the system phases, next to the apply's journal: a rerun after an interruption
@@ -482,7 +472,7 @@ pub fn run(
         if tree.is_none() {
             let opts = build_options(args, root);
             let built = keel_system::build(file, &opts, prepared.identity.as_ref(), &mut |p| {
-                show(&p, verbose);
+                super::tree::show_progress(&p, verbose);
                 record(report, &p);
             })?;
             report.build = Some(built);
@@ -509,7 +499,7 @@ pub fn run(
         opts.firmware.as_str()
     );
     let installed = keel_system::install(&file.profile, &opts, &mut |p| {
-        show(&p, verbose);
+        super::tree::show_progress(&p, verbose);
         record(report, &p);
     });
     let installed = installed?;
@@ -526,7 +516,7 @@ pub fn run(
             password_file: args.restic_password_file.clone(),
         };
         report.data = keel_system::restore_data(&file.profile, root, &data_opts, &mut |p| {
-            show(&p, verbose);
+            super::tree::show_progress(&p, verbose);
             record(report, &p);
         })?;
     }

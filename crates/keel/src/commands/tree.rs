@@ -185,7 +185,7 @@ fn print(text: &str) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stderr)]
-fn show_progress(p: &Progress, verbose: bool) {
+pub(super) fn show_progress(p: &Progress, verbose: bool) {
     match p {
         Progress::Started(phase, what) => eprintln!("[{phase}] {what}"),
         Progress::Finished(phase, took, detail) => {

@@ -21,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::system_support;
-use crate::system_support::boot::{FACTS_BEGIN, FACTS_END};
+use crate::system_support::boot::FACTS_END;
+pub(crate) use crate::system_support::boot::{fact, facts};
 use crate::system_support::{cache_dir, note, run, Scratch, HOSTNAME};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
@@ -320,31 +321,6 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The `key=value` lines between the facts markers on the console.
-pub(crate) fn facts(console: &str) -> Vec<(String, String)> {
-    let start = console
-        .find(FACTS_BEGIN)
-        .map_or(0, |i| i + FACTS_BEGIN.len());
-    let end = console[start..]
-        .find(FACTS_END)
-        .map_or(console.len(), |i| start + i);
-    console[start..end]
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.trim().split_once('=')?;
-            Some((k.to_string(), v.trim().to_string()))
-        })
-        .collect()
-}
-
-pub(crate) fn fact<'a>(facts: &'a [(String, String)], key: &str) -> Vec<&'a str> {
-    facts
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .collect()
 }
 
 /// Releases what an apply kept mounted, when dropped.
