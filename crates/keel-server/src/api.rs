@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub file_rules: Vec<keel_rules::Rule>,
     /// Wakes the notification workers.
     pub signal: Arc<crate::notify::Signal>,
+    /// When a waiting recovery machine counts as gone.
+    pub machine_offline_after: Duration,
 }
 
 /// The router.

@@ -228,6 +228,7 @@ impl Server {
             ca_pem: tls.ca_pem.clone(),
             file_rules,
             signal: Arc::clone(&signal),
+            machine_offline_after: settings.machine_offline_after,
         });
         let app =
             api::router(Arc::clone(&state)).merge(ui::router(Arc::new(ui::Ui::new(state, users))));

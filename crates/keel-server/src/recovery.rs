@@ -114,12 +114,49 @@ pub(crate) struct RecoveryView {
 impl RecoveryView {
     pub(crate) fn new(job: RecoveryRecord) -> Self {
         let plan: Option<Plan> = serde_json::from_value(job.plan.clone()).ok();
+        let mut warnings = plan.as_ref().map(|p| p.notes.clone()).unwrap_or_default();
+        for n in job.nics["unmapped"].as_array().into_iter().flatten() {
+            warnings.push(format!(
+                "the profile's NIC {} ({}) has no NIC on this machine to take its place: its \
+                 network configuration is kept under its old name and will not come up",
+                n["name"].as_str().unwrap_or("?"),
+                n["mac"].as_str().unwrap_or("no MAC"),
+            ));
+        }
         RecoveryView {
             plan_text: plan.as_ref().map(ToString::to_string).unwrap_or_default(),
-            warnings: plan.map(|p| p.notes).unwrap_or_default(),
+            warnings,
             job,
         }
     }
+}
+
+/// Which of the machine's NICs takes the place of each of the profile's: the mapping apply
+/// makes on the machine, from the NICs and the `--nic-map` it reported. An old inventory
+/// without them maps nothing.
+fn plan_nics(
+    profile: &keel_profile::Profile,
+    machine: &MachineRecord,
+) -> ApiResult<serde_json::Value> {
+    let target: Vec<keel_system::TargetNic> =
+        serde_json::from_value(machine.inventory["nics"].clone()).unwrap_or_default();
+    let explicit = machine.inventory["nic_map"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .map(keel_system::parse_nic_map)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_request(format!("machine {}'s NIC map: {e}", machine.name)))?;
+    let map = keel_system::map_nics(&profile.hardware.nics, &target, &explicit);
+    let unmapped: Vec<serde_json::Value> = profile
+        .hardware
+        .nics
+        .iter()
+        .filter(|n| !map.iter().any(|m| m.old_name == n.name))
+        .map(|n| json!({ "name": n.name, "mac": n.mac }))
+        .collect();
+    Ok(json!({ "map": map, "unmapped": unmapped }))
 }
 
 // ------------------------------------------------------------------ machines
@@ -176,7 +213,20 @@ pub(crate) async fn machines(
     Query(q): Query<Limit>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    Ok(Json(s.store.machines(q.limit.unwrap_or(100).min(1000))?).into_response())
+    let machines: Vec<serde_json::Value> = s
+        .store
+        .machines(q.limit.unwrap_or(100).min(1000))?
+        .iter()
+        .map(|m| machine_json(&s, m))
+        .collect();
+    Ok(Json(machines).into_response())
+}
+
+/// A machine as the API shows it: the record, and whether it is offline.
+fn machine_json(s: &AppState, m: &MachineRecord) -> serde_json::Value {
+    let mut v = json!(m);
+    v["offline"] = json!(offline_for(s, m).is_some());
+    v
 }
 
 pub(crate) async fn machine(
@@ -185,7 +235,7 @@ pub(crate) async fn machine(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, READ)?;
-    Ok(Json(machine_or_404(&s, &name)?).into_response())
+    Ok(Json(machine_json(&s, &machine_or_404(&s, &name)?)).into_response())
 }
 
 // ------------------------------------------------------------------ recoveries
@@ -227,6 +277,7 @@ pub(crate) fn plan_recovery(
 ) -> ApiResult<RecoveryView> {
     let host = find_host(s, &req.host)?;
     let machine = machine_or_404(s, &req.machine)?;
+    refuse_offline(s, &machine)?;
     let Some(profile_id) = req.profile.or(host.last_profile_id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -282,6 +333,7 @@ pub(crate) fn plan_recovery(
         profile_id,
         machine_id: machine.id,
         plan,
+        nics: plan_nics(&file.profile, &machine)?,
         created_by: by.to_string(),
         now: crate::now_ms(),
     })?;
@@ -350,8 +402,33 @@ pub(crate) fn start_recovery(
             ),
         ));
     }
+    refuse_offline(s, &machine_or_404(s, &job.machine_id.to_string())?)?;
     let job = s.store.start_recovery(id, by, crate::now_ms())?;
     Ok(RecoveryView::new(job))
+}
+
+/// How long a machine that is not busy has not asked for work, when that is longer than the
+/// server's `machine_offline_after`: it is gone (switched off, rebooted, its `keel rescue`
+/// stopped) and nothing is planned or started on it.
+pub(crate) fn offline_for(s: &AppState, m: &MachineRecord) -> Option<Duration> {
+    let silent = Duration::from_millis(u64::try_from(crate::now_ms() - m.seen_at_ms).ok()?);
+    (m.busy_with.is_none() && silent > s.machine_offline_after).then_some(silent)
+}
+
+fn refuse_offline(s: &AppState, m: &MachineRecord) -> ApiResult<()> {
+    match offline_for(s, m) {
+        Some(silent) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "machine_offline",
+            format!(
+                "machine {} is offline: it last asked for work {} s ago\nhint: start `keel \
+                 rescue --server` on it again (it registers anew), or choose a waiting machine",
+                m.name,
+                silent.as_secs()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 // ------------------------------------------------------------------ the machine's side

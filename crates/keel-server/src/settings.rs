@@ -6,6 +6,10 @@
 //! rules_files = ["/etc/keel/rules.toml"]
 //! group_by = ["host"]
 //!
+//! # A waiting recovery machine that has not asked for work for this long is offline: it is
+//! # not offered for recoveries, and a recovery is neither planned nor started on it.
+//! machine_offline_after = "90s"
+//!
 //! [watch]
 //! interval = "15s"
 //!
@@ -48,6 +52,13 @@ pub struct Settings {
     /// Labels alerts are grouped on: one notification per group.
     #[serde(default = "default_group_by")]
     pub group_by: Vec<String>,
+    /// A recovery machine that is not busy and has not asked for work for this long is
+    /// offline (`90s`; machines ask every 20 s).
+    #[serde(
+        default = "default_machine_offline_after",
+        with = "jiff::fmt::serde::unsigned_duration::friendly::compact::required"
+    )]
+    pub machine_offline_after: Duration,
     /// The missing-profile watch.
     #[serde(default)]
     pub watch: Watch,
@@ -65,11 +76,16 @@ impl Default for Settings {
             external_url: None,
             rules_files: Vec::new(),
             group_by: default_group_by(),
+            machine_offline_after: default_machine_offline_after(),
             watch: Watch::default(),
             backoff: keel_notify::Backoff::default(),
             receivers: Vec::new(),
         }
     }
+}
+
+fn default_machine_offline_after() -> Duration {
+    Duration::from_secs(90)
 }
 
 fn default_group_by() -> Vec<String> {

@@ -54,6 +54,8 @@ pub struct NewRecovery {
     pub machine_id: i64,
     /// The plan (keel-recover's JSON).
     pub plan: serde_json::Value,
+    /// The NIC map shown with the plan.
+    pub nics: serde_json::Value,
     /// Who planned it.
     pub created_by: String,
     /// When, ms.
@@ -88,6 +90,8 @@ pub struct RecoveryRecord {
     pub machine: String,
     /// The plan.
     pub plan: serde_json::Value,
+    /// The NIC map shown with the plan.
+    pub nics: serde_json::Value,
     /// `planned`, `queued`, `running`, `done`, `failed` or `cancelled`.
     pub status: String,
     /// The phase the machine reported last.
@@ -192,9 +196,9 @@ fn machine_where(
 
 const RECOVERY_COLS: &str = "r.id, r.host_id, h.name, r.profile_id, r.machine_id, m.name, r.plan,
     r.status, r.phase, r.progress, r.report, r.reason, r.created_by, r.created_at, r.started_by,
-    r.started_at, r.taken_at, r.finished_at";
+    r.started_at, r.taken_at, r.finished_at, r.nics";
 
-type RecoveryRow = (RecoveryRecord, String, String, Option<String>);
+type RecoveryRow = (RecoveryRecord, String, String, Option<String>, String);
 
 fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecoveryRow> {
     Ok((
@@ -206,6 +210,7 @@ fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecoveryRow> {
             machine_id: r.get(4)?,
             machine: r.get(5)?,
             plan: serde_json::Value::Null,
+            nics: serde_json::Value::Null,
             status: r.get(7)?,
             phase: r.get(8)?,
             progress: Vec::new(),
@@ -221,12 +226,16 @@ fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecoveryRow> {
         r.get(6)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(18)?,
     ))
 }
 
-fn finish_recovery_row((mut j, plan, progress, report): RecoveryRow) -> Result<RecoveryRecord> {
+fn finish_recovery_row(
+    (mut j, plan, progress, report, nics): RecoveryRow,
+) -> Result<RecoveryRecord> {
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("recovery {}: {e}", j.id));
     j.plan = serde_json::from_str(&plan).map_err(corrupt)?;
+    j.nics = serde_json::from_str(&nics).map_err(corrupt)?;
     j.progress = serde_json::from_str(&progress).map_err(corrupt)?;
     j.report = report
         .map(|r| serde_json::from_str(&r))
@@ -318,15 +327,17 @@ impl RecoveryStore for SqliteStore {
                 )));
             }
             c.execute(
-                "INSERT INTO recoveries (host_id, profile_id, machine_id, plan, created_by, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO recoveries
+                     (host_id, profile_id, machine_id, plan, created_by, created_at, nics)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     job.host_id,
                     job.profile_id,
                     job.machine_id,
                     job.plan.to_string(),
                     job.created_by,
-                    job.now
+                    job.now,
+                    job.nics.to_string()
                 ],
             )?;
             must(c, c.last_insert_rowid())

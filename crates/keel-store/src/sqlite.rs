@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_rollbacks.sql"),
     include_str!("../migrations/0006_users.sql"),
     include_str!("../migrations/0007_recovery.sql"),
+    include_str!("../migrations/0008_recovery_nics.sql"),
 ];
 
 /// SQLite in WAL mode: one writer connection, one reader connection, so reads never wait for

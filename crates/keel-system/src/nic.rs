@@ -10,20 +10,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use keel_profile::Nic;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::SystemError;
 
 /// A NIC of the machine being recovered.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TargetNic {
     /// Kernel name (`enp1s0`).
     pub name: String,
     /// Permanent MAC address, lower case.
     pub mac: String,
     /// Kernel driver (`virtio_net`).
+    #[serde(default)]
     pub driver: Option<String>,
     /// Bus address (`0000:00:05.0`).
+    #[serde(default)]
     pub bus: Option<String>,
 }
 
@@ -60,7 +62,7 @@ pub fn target_nics(sys: &Path) -> Vec<TargetNic> {
 }
 
 /// Where one of the profile's interfaces goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicMapping {
     /// The profile's interface name.
     pub old_name: String,

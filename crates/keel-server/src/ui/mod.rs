@@ -1308,6 +1308,7 @@ impl FleetBench {
             ca_pem: String::new(),
             file_rules: Vec::new(),
             signal: Arc::new(crate::notify::Signal::default()),
+            machine_offline_after: crate::Settings::default().machine_offline_after,
         });
         FleetBench(Ui::new(app, users))
     }

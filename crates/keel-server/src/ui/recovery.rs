@@ -108,6 +108,7 @@ pub(super) async fn index(
                 firmware => m.inventory["firmware"].as_str(),
                 nics => m.inventory["nics"].as_array().map_or(0, Vec::len),
                 seen_at_ms => m.seen_at_ms, busy_with => m.busy_with,
+                offline => crate::recovery::offline_for(&ui.app, m).is_some(),
             }
         })
         .collect();

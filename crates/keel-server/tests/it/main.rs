@@ -17,18 +17,19 @@ struct Fixture {
 
 impl Fixture {
     fn start() -> Fixture {
+        Fixture::with(keel_server::Settings::default())
+    }
+
+    fn with(settings: keel_server::Settings) -> Fixture {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let server = rt
-            .block_on(keel_server::Server::start(&keel_server::Config::new(
-                data.path(),
-                "127.0.0.1:0".parse().unwrap(),
-            )))
-            .unwrap();
+        let mut config = keel_server::Config::new(data.path(), "127.0.0.1:0".parse().unwrap());
+        config.settings = settings;
+        let server = rt.block_on(keel_server::Server::start(&config)).unwrap();
         let first = server.first_start.clone().unwrap();
         Fixture {
             _rt: rt,

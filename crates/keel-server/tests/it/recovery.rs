@@ -206,3 +206,136 @@ fn a_machine_takes_a_started_recovery_and_only_admins_plan_and_start() {
     let (_, machine) = fx.call("GET", "/api/v1/machines/rescue-a", &readonly, None);
     assert_eq!(machine["busy_with"], Value::Null, "{machine}");
 }
+
+#[test]
+fn the_plan_shows_which_nic_takes_each_profile_nic_and_warns_of_those_left_over() {
+    let fx = Fixture::start();
+    let mut profile = keel_recover::sample::bios_ext4_profile();
+    profile.meta.machine_id = "4b45454c0000000000000000000000dc".into();
+    let nic = |name: &str, mac: &str, bus: &str| keel_profile::Nic {
+        mac: mac.into(),
+        name: name.into(),
+        driver: Some("e1000".into()),
+        bus_info: Some(bus.into()),
+        speed_mbps: None,
+        operstate: None,
+    };
+    profile.hardware.nics = vec![
+        nic("ens3", "52:54:00:00:00:03", "0000:00:03.0"),
+        nic("ens4", "52:54:00:00:00:04", "0000:00:04.0"),
+    ];
+    let file = ProfileFile {
+        profile,
+        blobs: std::collections::BTreeMap::new(),
+        signature: None,
+    };
+    upload_as(&fx, "web-1", &file);
+    // The machine has one NIC of another model; its disks fit.
+    let disks = vec![TargetDisk::image(
+        "/images/rescue-n.img".to_string(),
+        40 * GIB,
+    )];
+    let inventory = json!({
+        "disks": disks,
+        "firmware": "bios",
+        "nics": [{ "name": "enp1s0", "mac": "52:54:00:aa:bb:01", "driver": "virtio_net",
+                   "bus": "0000:01:00.0" }],
+    });
+    let body = json!({ "name": "rescue-n", "inventory": inventory }).to_string();
+    let (status, v) = fx.call("POST", "/api/v1/machines/register", &fx.enroll, Some(&body));
+    assert_eq!(status, 201, "{v}");
+
+    let want = json!({ "host": "web-1", "machine": "rescue-n" }).to_string();
+    let (status, job) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&want));
+    assert_eq!(status, 201, "{job}");
+    let map = job["nics"]["map"].as_array().expect("a NIC map");
+    assert_eq!(map.len(), 1, "{job}");
+    assert_eq!(
+        (&map[0]["old_name"], &map[0]["new_name"], &map[0]["new_mac"]),
+        (
+            &json!("ens3"),
+            &json!("enp1s0"),
+            &json!("52:54:00:aa:bb:01")
+        ),
+        "the first NIC in bus order takes the only one: {job}"
+    );
+    assert_eq!(job["nics"]["unmapped"][0]["name"], "ens4", "{job}");
+    let warned = job["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap_or_default().contains("NIC ens4"));
+    assert!(warned, "the NIC left over is a warning: {job}");
+
+    // What the API shows is what the store kept.
+    let id = job["id"].as_i64().unwrap();
+    let (status, shown) = fx.call("GET", &format!("/api/v1/recoveries/{id}"), &fx.admin, None);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["nics"], job["nics"]);
+}
+
+#[test]
+fn a_machine_that_stopped_asking_for_work_is_offline_and_nothing_is_planned_on_it() {
+    let fx = Fixture::with(keel_server::Settings {
+        machine_offline_after: std::time::Duration::from_secs(1),
+        ..keel_server::Settings::default()
+    });
+    let mut profile = keel_recover::sample::bios_ext4_profile();
+    profile.meta.machine_id = "4b45454c0000000000000000000000dd".into();
+    let file = ProfileFile {
+        profile,
+        blobs: std::collections::BTreeMap::new(),
+        signature: None,
+    };
+    upload_as(&fx, "db-2", &file);
+    let (_, token) = register(&fx, "rescue-gone", 40 * GIB);
+    let want = json!({ "host": "db-2", "machine": "rescue-gone" }).to_string();
+    let (status, planned) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&want));
+    assert_eq!(
+        status, 201,
+        "a machine that just registered is waiting: {planned}"
+    );
+    let (_, m) = fx.call("GET", "/api/v1/machines/rescue-gone", &fx.admin, None);
+    assert_eq!(m["offline"], false, "{m}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (_, m) = fx.call("GET", "/api/v1/machines/rescue-gone", &fx.admin, None);
+    assert_eq!(m["offline"], true, "{m}");
+    let (status, v) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&want));
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["code"], "machine_offline", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rescue-gone is offline"),
+        "{v}"
+    );
+    let id = planned["id"].as_i64().unwrap();
+    let confirm = json!({ "confirm": "db-2" }).to_string();
+    let (status, v) = fx.call(
+        "POST",
+        &format!("/api/v1/recoveries/{id}/start"),
+        &fx.admin,
+        Some(&confirm),
+    );
+    assert_eq!(
+        status, 409,
+        "a planned recovery does not start on it either: {v}"
+    );
+    let (_, job) = fx.call("GET", &format!("/api/v1/recoveries/{id}"), &fx.admin, None);
+    assert_eq!(job["status"], "planned", "{job}");
+
+    // Asking for work again brings it back.
+    let (status, _) = fx.call("POST", "/api/v1/machine/next", &token, None);
+    assert_eq!(status, 204);
+    let (_, m) = fx.call("GET", "/api/v1/machines/rescue-gone", &fx.admin, None);
+    assert_eq!(m["offline"], false, "{m}");
+    let (status, v) = fx.call(
+        "POST",
+        &format!("/api/v1/recoveries/{id}/start"),
+        &fx.admin,
+        Some(&confirm),
+    );
+    assert_eq!(status, 200, "{v}");
+}

@@ -46,6 +46,7 @@ pub(crate) fn recovery_story(store: &dyn Store) {
         profile_id: profile,
         machine_id,
         plan: json!({ "steps": [] }),
+        nics: json!({ "map": [{ "old_name": "ens3", "new_name": "ens5" }], "unmapped": [] }),
         created_by: "ada".into(),
         now: 3000,
     };
@@ -53,6 +54,10 @@ pub(crate) fn recovery_story(store: &dyn Store) {
     assert_eq!(
         (job.status.as_str(), job.host.as_str()),
         ("planned", "db-1")
+    );
+    assert_eq!(
+        job.nics["map"][0]["new_name"], "ens5",
+        "the NIC map is kept"
     );
     assert_eq!(job.machine, "rescue-a");
     // Nothing runs before it is started; progress needs a running job.

@@ -62,32 +62,6 @@ pub struct MachineArgs {
     pub system: SystemArgs,
 }
 
-/// The machine's NICs: name, MAC and driver, from `/sys/class/net`.
-fn nics(root: &Path) -> Vec<Value> {
-    let dir = root.join("sys/class/net");
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return out;
-    };
-    let mut names: Vec<String> = rd
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lo")
-        .collect();
-    names.sort();
-    for name in names {
-        let d = dir.join(&name);
-        let mac = std::fs::read_to_string(d.join("address"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        let driver = std::fs::read_link(d.join("device/driver"))
-            .ok()
-            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
-        out.push(json!({ "name": name, "mac": mac, "driver": driver }));
-    }
-    out
-}
-
 /// The CA of the server, fetched without verification and checked against the fingerprint an
 /// enrollment token carries (as agents do).
 fn fetch_ca(server: &str, token: &str) -> anyhow::Result<String> {
@@ -175,7 +149,10 @@ pub fn run(args: &MachineArgs) -> anyhow::Result<ExitCode> {
     };
     let inventory = json!({
         "disks": disks,
-        "nics": nics(&args.host_root),
+        // The server shows the NIC map with the plan: the same mapping apply makes here, from
+        // these NICs and this machine's --nic-map.
+        "nics": keel_system::target_nics(&args.host_root.join("sys")),
+        "nic_map": args.system.nic_map,
         "firmware": firmware,
     });
     let enroll = Client::new(&ServerArgs {

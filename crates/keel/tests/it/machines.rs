@@ -293,6 +293,14 @@ fn a_host_is_recovered_onto_a_waiting_rescue_machine_then_boots() {
             shown.contains(&img.display().to_string()) && shown.contains("id=\"start\""),
             "the plan and its start button: {shown}"
         );
+        let nics = shown
+            .split_once("id=\"nics\"")
+            .and_then(|(_, rest)| rest.split_once("</table>"))
+            .map_or("", |(table, _)| table);
+        assert!(
+            nics.contains(OLD_NIC) && nics.contains(NEW_NIC) && nics.contains("--nic-map"),
+            "the NIC map is shown with the plan: {nics}"
+        );
         b.screenshot("recovery-plan");
         let url = b.url();
         let id: i64 = url
@@ -324,6 +332,14 @@ fn a_host_is_recovered_onto_a_waiting_rescue_machine_then_boots() {
         assert!(
             plan_text.contains(&img.display().to_string()),
             "{plan_text}"
+        );
+        assert_eq!(
+            (
+                &job["nics"]["map"][0]["old_name"],
+                &job["nics"]["map"][0]["new_name"]
+            ),
+            (&json!(OLD_NIC), &json!(NEW_NIC)),
+            "the NIC map is planned with the disks: {job}"
         );
         let id = job["id"].as_i64().expect("id");
         let (status, v) = api.call(
