@@ -95,6 +95,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/recoveries/{id}/start",
             post(crate::recovery::start),
         )
+        .route(
+            "/api/v1/recoveries/{id}/cancel",
+            post(crate::recovery::cancel),
+        )
         .route("/api/v1/machine/next", post(crate::recovery::next))
         .route(
             "/api/v1/machine/recoveries/{id}/profile",

@@ -383,6 +383,17 @@ pub(crate) async fn start(
     Ok(Json(start_recovery(&s, id, &req.confirm, &by)?).into_response())
 }
 
+pub(crate) async fn cancel(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let by = admin(&s, &headers)?;
+    job_or_404(&s, id)?;
+    let job = s.store.cancel_recovery(id, &by, crate::now_ms())?;
+    Ok(Json(RecoveryView::new(job)).into_response())
+}
+
 /// Starts a planned recovery; `confirm` must be the host's name, typed.
 pub(crate) fn start_recovery(
     s: &AppState,

@@ -135,6 +135,9 @@ pub trait RecoveryStore: Send + Sync {
     /// Starts a planned recovery (it waits for its machine); refused when the machine has
     /// another one queued or running.
     fn start_recovery(&self, id: i64, by: &str, now: i64) -> Result<RecoveryRecord>;
+    /// Cancels a recovery its machine has not taken yet (planned or queued); one that is
+    /// running or has ended is a conflict.
+    fn cancel_recovery(&self, id: i64, by: &str, now: i64) -> Result<RecoveryRecord>;
     /// The machine's queued recovery (or the one it was running when interrupted), now
     /// running; also records that the machine asked.
     fn take_recovery(&self, machine_id: i64, now: i64) -> Result<Option<RecoveryRecord>>;
@@ -386,6 +389,35 @@ impl RecoveryStore for SqliteStore {
                 "UPDATE recoveries SET status = 'queued', started_by = ?1, started_at = ?2 WHERE id = ?3",
                 params![by, now, id],
             )?;
+            let job = must(&tx, id)?;
+            tx.commit()?;
+            Ok(job)
+        })
+    }
+
+    fn cancel_recovery(&self, id: i64, by: &str, now: i64) -> Result<RecoveryRecord> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let job = must(&tx, id)?;
+            // One statement: a machine taking the job at the same moment either took it first
+            // (running: refused here) or finds it cancelled.
+            let changed = tx.execute(
+                "UPDATE recoveries SET status = 'cancelled', reason = ?1, finished_at = ?2
+                 WHERE id = ?3 AND status IN ('planned', 'queued')",
+                params![format!("cancelled by {by}"), now, id],
+            )?;
+            if changed == 0 {
+                let why = if job.status == "running" {
+                    "its machine is already rebuilding the disks; a recovery cannot be stopped \
+                     halfway (if the machine stops, a rerun resumes it from its journal)"
+                } else {
+                    "it has ended"
+                };
+                return Err(StoreError::Conflict(format!(
+                    "recovery {id} is {}: {why}",
+                    job.status
+                )));
+            }
             let job = must(&tx, id)?;
             tx.commit()?;
             Ok(job)

@@ -23,6 +23,10 @@ use crate::report::{
     BuildReport, CachedBuild, NewerPackage, PackageReport, PhaseReport, REPORT_FORMAT,
 };
 
+/// The format of the trees a build makes, part of every cached tree's key: a tree cached by
+/// an earlier format is built again. "tree-2": the initramfs is made after the configuration.
+pub const TREE_FORMAT: &str = "tree-2";
+
 /// A phase of a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,8 +279,7 @@ pub fn build(
     let tree_name = format!(
         "{}-{}",
         sanitize(&plan.hostname),
-        // "tree-2": trees whose initramfs is made after the configuration.
-        cache::key(&[&plan.profile, &plan.mirror, choice, "tree-2"])
+        cache::key(&[&plan.profile, &plan.mirror, choice, TREE_FORMAT])
     );
     let tree_archive = cache.as_ref().map(|c| c.tree(&tree_name)).transpose()?;
     let cached_tree = tree_archive

@@ -109,6 +109,7 @@ mod version;
 
 pub use build::{
     build, check, clear_target_root, holds_only_mounts, Bootstrap, BuildOptions, Phase, Progress,
+    TREE_FORMAT,
 };
 pub use cache::ArchiveKind;
 pub use data::{restore_data, DataOptions, DataRestore};

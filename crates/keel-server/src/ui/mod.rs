@@ -301,6 +301,7 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/ui/recoveries/batch/start", post(recovery::batch_start))
         .route("/ui/recoveries/{id}", get(recovery::show))
         .route("/ui/recoveries/{id}/start", post(recovery::start))
+        .route("/ui/recoveries/{id}/cancel", post(recovery::cancel))
         .with_state(ui)
 }
 

@@ -251,6 +251,33 @@ pub(super) async fn start(
     }
 }
 
+/// Cancels a recovery its machine has not taken yet.
+pub(super) async fn cancel(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Fields>,
+) -> Response {
+    let s = match ui.admin(&headers, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match ui
+        .app
+        .store
+        .cancel_recovery(id, &s.user.name, crate::now_ms())
+    {
+        Ok(j) => see_other(&with_msg(
+            &format!("/ui/recoveries/{id}"),
+            &format!("Recovery of {} onto {} cancelled.", j.host, j.machine),
+        )),
+        Err(e) => see_other(&format!(
+            "/ui/recoveries/{id}?error={}",
+            super::encode(crate::api::ApiError::from(e).message())
+        )),
+    }
+}
+
 /// A batch: every plan together, one start, one progress table.
 pub(super) async fn batch(
     State(ui): State<Arc<Ui>>,

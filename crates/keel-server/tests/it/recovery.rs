@@ -339,3 +339,103 @@ fn a_machine_that_stopped_asking_for_work_is_offline_and_nothing_is_planned_on_i
     );
     assert_eq!(status, 200, "{v}");
 }
+
+#[test]
+fn a_recovery_is_cancelled_until_its_machine_takes_it_and_not_after() {
+    let fx = Fixture::start();
+    let mut profile = keel_recover::sample::bios_ext4_profile();
+    profile.meta.machine_id = "4b45454c0000000000000000000000de".into();
+    let file = ProfileFile {
+        profile,
+        blobs: std::collections::BTreeMap::new(),
+        signature: None,
+    };
+    upload_as(&fx, "db-3", &file);
+    let (_, token) = register(&fx, "rescue-c", 40 * GIB);
+    let readonly = fx
+        .server
+        .issue_token(keel_server::TokenKind::Readonly, "test")
+        .unwrap();
+    let want = json!({ "host": "db-3", "machine": "rescue-c" }).to_string();
+    let plan = || {
+        let (status, job) = fx.call("POST", "/api/v1/recoveries", &fx.admin, Some(&want));
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_i64().unwrap()
+    };
+    let confirm = json!({ "confirm": "db-3" }).to_string();
+    let start = |id: i64| {
+        let (status, v) = fx.call(
+            "POST",
+            &format!("/api/v1/recoveries/{id}/start"),
+            &fx.admin,
+            Some(&confirm),
+        );
+        assert_eq!(status, 200, "{v}");
+    };
+    let cancel = |id: i64, token: &str| {
+        fx.call(
+            "POST",
+            &format!("/api/v1/recoveries/{id}/cancel"),
+            token,
+            None,
+        )
+    };
+
+    // A planned one: only an admin cancels it.
+    let planned = plan();
+    assert_eq!(cancel(planned, &readonly).0, 403);
+    assert_eq!(cancel(planned, "").0, 401);
+    let (status, v) = cancel(planned, &fx.admin);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "cancelled", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cancelled by"),
+        "{v}"
+    );
+    let (status, v) = fx.call(
+        "POST",
+        &format!("/api/v1/recoveries/{planned}/start"),
+        &fx.admin,
+        Some(&confirm),
+    );
+    assert_eq!(status, 409, "a cancelled recovery does not start: {v}");
+
+    // A queued one: the machine never gets it, and is free for the next.
+    let queued = plan();
+    start(queued);
+    let (_, m) = fx.call("GET", "/api/v1/machines/rescue-c", &fx.admin, None);
+    assert_eq!(m["busy_with"], queued, "{m}");
+    let (status, v) = cancel(queued, &fx.admin);
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = fx.call("POST", "/api/v1/machine/next", &token, None);
+    assert_eq!(status, 204, "nothing for the machine after the cancel");
+    let (_, m) = fx.call("GET", "/api/v1/machines/rescue-c", &fx.admin, None);
+    assert_eq!(m["busy_with"], Value::Null, "{m}");
+
+    // A running one: the machine is rebuilding the disks; refused, and it runs on.
+    let running = plan();
+    start(running);
+    let (status, job) = fx.call("POST", "/api/v1/machine/next", &token, None);
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], running, "{job}");
+    let (status, v) = cancel(running, &fx.admin);
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is running"),
+        "{v}"
+    );
+    let (_, job) = fx.call(
+        "GET",
+        &format!("/api/v1/recoveries/{running}"),
+        &fx.admin,
+        None,
+    );
+    assert_eq!(job["status"], "running", "{job}");
+    assert_eq!(cancel(9999, &fx.admin).0, 404);
+}

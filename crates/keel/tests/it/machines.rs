@@ -439,14 +439,16 @@ fn tree_tarball(profile: &Path, key: &Path) -> PathBuf {
     let stem = profile
         .file_stem()
         .map_or_else(|| "profile".into(), |s| s.to_string_lossy().into_owned());
+    // Named by the tree format too: a tarball from an earlier format is not laid down.
+    let stem = format!("{stem}-{}", keel_system::TREE_FORMAT);
     let dir = cache_dir();
-    let tree = dir.join(format!("{stem}-tree.tar.zst"));
-    let lock = fs::File::create(dir.join(format!("{stem}-tree.lock"))).expect("lock file");
+    let tree = dir.join(format!("{stem}.tar.zst"));
+    let lock = fs::File::create(dir.join(format!("{stem}.lock"))).expect("lock file");
     lock.lock().expect("lock");
     if tree.is_file() {
         return tree;
     }
-    let partial = dir.join(format!(".{stem}-tree.{}.tar.zst", std::process::id()));
+    let partial = dir.join(format!(".{stem}.{}.tar.zst", std::process::id()));
     let t = Instant::now();
     let out = Command::new(KEEL)
         .args(["recover", "build-tree", "--profile"])
@@ -864,4 +866,24 @@ fn the_recovery_pages_plan_start_and_follow_recoveries() {
         "{text}"
     );
     assert!(text.contains("nothing started: add --yes"), "{text}");
+
+    // The queued recovery onto rescue-a is cancelled by the admin, not by the read-only user;
+    // the machine is free again.
+    let first = list.as_array().expect("list").last().expect("the first")["id"]
+        .as_i64()
+        .expect("id");
+    let cancel = format!("/ui/recoveries/{first}/cancel");
+    let (status, _, _) = rob.call(&cancel, Some(&[("csrf", &rob.csrf())]));
+    assert_eq!(status, 403);
+    let (_, body, _) = ada.call(&format!("/ui/recoveries/{first}"), None);
+    assert!(body.contains("cancel-form"), "{body}");
+    let (status, _, back) = ada.call(&cancel, Some(&[("csrf", &csrf)]));
+    assert_eq!(status, 303);
+    let (_, body, _) = ada.call(&back, None);
+    assert!(
+        body.contains("<strong>cancelled</strong>") && !body.contains("cancel-form"),
+        "{body}"
+    );
+    let (_, m) = api.call("GET", "/api/v1/machines/rescue-a", None);
+    assert_eq!(m["busy_with"], Value::Null, "{m}");
 }
