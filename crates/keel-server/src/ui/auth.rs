@@ -11,6 +11,8 @@ use keel_store::{SessionRecord, UserStore};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "keel_session";
+/// The cookie that carries the login form's CSRF token before there is a session.
+pub const LOGIN_COOKIE: &str = "keel_login";
 /// How long a session lasts.
 pub const SESSION_MS: i64 = 12 * 3600 * 1000;
 /// Failed logins per name (and in total) within [`WINDOW_MS`] before logins are refused.
@@ -55,15 +57,40 @@ pub fn same(a: &str, b: &str) -> bool {
 
 /// The session id in the request's cookie, if any.
 pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    token_cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` when it is a token (64 hex digits).
+fn token_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The login form's CSRF token: the one the browser already holds, or a new one with the
+/// `Set-Cookie` value that gives it. The form carries it as a field and the browser as a
+/// `SameSite=Strict` cookie; a login posted from another site has no such cookie, so it cannot
+/// log the browser into an account of the other site's choosing.
+pub fn login_token(headers: &HeaderMap) -> (String, Option<String>) {
+    if let Some(t) = token_cookie(headers, LOGIN_COOKIE) {
+        return (t, None);
+    }
+    let t = crate::random_token(32);
+    let cookie = format!(
+        "{LOGIN_COOKIE}={t}; Path=/ui/login; HttpOnly; Secure; SameSite=Strict; Max-Age=86400"
+    );
+    (t, Some(cookie))
+}
+
+/// Whether a posted login form carries the token of the browser's login cookie.
+pub fn login_token_matches(headers: &HeaderMap, field: &str) -> bool {
+    token_cookie(headers, LOGIN_COOKIE).is_some_and(|t| same(&t, field))
 }
 
 /// The request's live session.

@@ -250,6 +250,18 @@ fn with_msg(to: &str, msg: &str) -> String {
     format!("{to}{sep}msg={}", encode(msg))
 }
 
+/// Back to `to` after a change: with a message when it was made, with the reason when it was
+/// refused.
+fn after<T>(to: &str, done: Result<T, api::ApiError>, msg: impl FnOnce(T) -> String) -> Response {
+    match done {
+        Ok(v) => see_other(&with_msg(to, &msg(v))),
+        Err(e) => {
+            let sep = if to.contains('?') { '&' } else { '?' };
+            see_other(&format!("{to}{sep}error={}", encode(e.message())))
+        }
+    }
+}
+
 /// Percent-encodes a query value.
 fn encode(s: &str) -> String {
     let mut out = String::new();
@@ -329,26 +341,52 @@ async fn login_page(State(ui): State<Arc<Ui>>, headers: HeaderMap, Query(query):
         return see_other("/ui/");
     }
     let no_users = ui.users.users().is_ok_and(|u| u.is_empty());
-    ui.page(
-        None,
-        "login.html",
-        "login",
-        "Log in",
+    login_form(
+        &ui,
+        &headers,
+        StatusCode::OK,
         context! { msg => q(&query, "msg"), no_users },
     )
 }
 
-async fn login(State(ui): State<Arc<Ui>>, Form(form): Form<Fields>) -> Response {
+/// The login page with its CSRF token (and the cookie that carries it, when new).
+fn login_form(ui: &Ui, headers: &HeaderMap, status: StatusCode, ctx: Value) -> Response {
+    let (token, cookie) = auth::login_token(headers);
+    let mut r = ui.render(
+        status,
+        None,
+        "login.html",
+        "login",
+        "Log in",
+        context! { csrf => token, ..ctx },
+    );
+    if let Some(c) = cookie.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+async fn login(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Form(form): Form<Fields>,
+) -> Response {
     let name = form.get("name").map_or("", |s| s.trim()).to_string();
     let password = form.get("password").cloned().unwrap_or_default();
+    if !auth::login_token_matches(&headers, form.get("csrf").map_or("", String::as_str)) {
+        return login_form(
+            &ui,
+            &headers,
+            StatusCode::FORBIDDEN,
+            context! { error => "This login form has expired or came from another page: log in again here.", name },
+        );
+    }
     let now = crate::now_ms();
     if !ui.limiter.allowed(&name, now) {
-        return ui.render(
+        return login_form(
+            &ui,
+            &headers,
             StatusCode::TOO_MANY_REQUESTS,
-            None,
-            "login.html",
-            "login",
-            "Log in",
             context! { error => "Too many failed logins: wait a minute and try again.", name },
         );
     }
@@ -363,12 +401,10 @@ async fn login(State(ui): State<Arc<Ui>>, Form(form): Form<Fields>) -> Response 
         .unwrap_or(false);
     let Some(u) = user.filter(|_| ok) else {
         ui.limiter.failed(&name, now);
-        return ui.render(
+        return login_form(
+            &ui,
+            &headers,
             StatusCode::UNAUTHORIZED,
-            None,
-            "login.html",
-            "login",
-            "Log in",
             context! { error => "Wrong name or password.", name },
         );
     };

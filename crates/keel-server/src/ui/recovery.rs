@@ -239,16 +239,10 @@ pub(super) async fn start(
         Err(r) => return r,
     };
     let confirm = form.get("confirm").map_or("", String::as_str);
-    match start_recovery(&ui.app, id, confirm, &s.user.name) {
-        Ok(v) => see_other(&with_msg(
-            &format!("/ui/recoveries/{id}"),
-            &format!("Recovery of {} started on {}.", v.job.host, v.job.machine),
-        )),
-        Err(e) => see_other(&format!(
-            "/ui/recoveries/{id}?error={}",
-            super::encode(e.message())
-        )),
-    }
+    let started = start_recovery(&ui.app, id, confirm, &s.user.name);
+    super::after(&format!("/ui/recoveries/{id}"), started, |v| {
+        format!("Recovery of {} started on {}.", v.job.host, v.job.machine)
+    })
 }
 
 /// Cancels a recovery its machine has not taken yet.
@@ -262,20 +256,14 @@ pub(super) async fn cancel(
         Ok(s) => s,
         Err(r) => return r,
     };
-    match ui
+    let cancelled = ui
         .app
         .store
         .cancel_recovery(id, &s.user.name, crate::now_ms())
-    {
-        Ok(j) => see_other(&with_msg(
-            &format!("/ui/recoveries/{id}"),
-            &format!("Recovery of {} onto {} cancelled.", j.host, j.machine),
-        )),
-        Err(e) => see_other(&format!(
-            "/ui/recoveries/{id}?error={}",
-            super::encode(crate::api::ApiError::from(e).message())
-        )),
-    }
+        .map_err(crate::api::ApiError::from);
+    super::after(&format!("/ui/recoveries/{id}"), cancelled, |j| {
+        format!("Recovery of {} onto {} cancelled.", j.host, j.machine)
+    })
 }
 
 /// A batch: every plan together, one start, one progress table.

@@ -9,6 +9,18 @@ use serde_json::{json, Value};
 
 use crate::Fixture;
 
+/// The storage sample profile of one machine (`id` makes its machine id unique).
+fn sample(id: &str, edit: impl FnOnce(&mut keel_profile::Profile)) -> ProfileFile {
+    let mut profile = keel_recover::sample::bios_ext4_profile();
+    profile.meta.machine_id = format!("4b45454c00000000000000000000{id}");
+    edit(&mut profile);
+    ProfileFile {
+        profile,
+        blobs: std::collections::BTreeMap::new(),
+        signature: None,
+    }
+}
+
 /// Puts `file` into the server as host `host`, through a real agent's enrollment and upload.
 pub(crate) fn upload_as(fx: &Fixture, host: &str, file: &ProfileFile) {
     let state = tempfile::tempdir().unwrap();
@@ -53,13 +65,7 @@ fn register(fx: &Fixture, name: &str, disk_bytes: u64) -> (i64, String) {
 #[test]
 fn a_machine_takes_a_started_recovery_and_only_admins_plan_and_start() {
     let fx = Fixture::start();
-    let mut profile = keel_recover::sample::bios_ext4_profile();
-    profile.meta.machine_id = "4b45454c0000000000000000000000db".into();
-    let file = ProfileFile {
-        profile,
-        blobs: std::collections::BTreeMap::new(),
-        signature: None,
-    };
+    let file = sample("00db", |_| {});
     upload_as(&fx, "db-1", &file);
     let readonly = fx
         .server
@@ -210,25 +216,20 @@ fn a_machine_takes_a_started_recovery_and_only_admins_plan_and_start() {
 #[test]
 fn the_plan_shows_which_nic_takes_each_profile_nic_and_warns_of_those_left_over() {
     let fx = Fixture::start();
-    let mut profile = keel_recover::sample::bios_ext4_profile();
-    profile.meta.machine_id = "4b45454c0000000000000000000000dc".into();
-    let nic = |name: &str, mac: &str, bus: &str| keel_profile::Nic {
-        mac: mac.into(),
-        name: name.into(),
-        driver: Some("e1000".into()),
-        bus_info: Some(bus.into()),
-        speed_mbps: None,
-        operstate: None,
-    };
-    profile.hardware.nics = vec![
-        nic("ens3", "52:54:00:00:00:03", "0000:00:03.0"),
-        nic("ens4", "52:54:00:00:00:04", "0000:00:04.0"),
-    ];
-    let file = ProfileFile {
-        profile,
-        blobs: std::collections::BTreeMap::new(),
-        signature: None,
-    };
+    let file = sample("00dc", |p| {
+        let nic = |name: &str, mac: &str, bus: &str| keel_profile::Nic {
+            mac: mac.into(),
+            name: name.into(),
+            driver: Some("e1000".into()),
+            bus_info: Some(bus.into()),
+            speed_mbps: None,
+            operstate: None,
+        };
+        p.hardware.nics = vec![
+            nic("ens3", "52:54:00:00:00:03", "0000:00:03.0"),
+            nic("ens4", "52:54:00:00:00:04", "0000:00:04.0"),
+        ];
+    });
     upload_as(&fx, "web-1", &file);
     // The machine has one NIC of another model; its disks fit.
     let disks = vec![TargetDisk::image(
@@ -280,13 +281,7 @@ fn a_machine_that_stopped_asking_for_work_is_offline_and_nothing_is_planned_on_i
         machine_offline_after: std::time::Duration::from_secs(1),
         ..keel_server::Settings::default()
     });
-    let mut profile = keel_recover::sample::bios_ext4_profile();
-    profile.meta.machine_id = "4b45454c0000000000000000000000dd".into();
-    let file = ProfileFile {
-        profile,
-        blobs: std::collections::BTreeMap::new(),
-        signature: None,
-    };
+    let file = sample("00dd", |_| {});
     upload_as(&fx, "db-2", &file);
     let (_, token) = register(&fx, "rescue-gone", 40 * GIB);
     let want = json!({ "host": "db-2", "machine": "rescue-gone" }).to_string();
@@ -343,13 +338,7 @@ fn a_machine_that_stopped_asking_for_work_is_offline_and_nothing_is_planned_on_i
 #[test]
 fn a_recovery_is_cancelled_until_its_machine_takes_it_and_not_after() {
     let fx = Fixture::start();
-    let mut profile = keel_recover::sample::bios_ext4_profile();
-    profile.meta.machine_id = "4b45454c0000000000000000000000de".into();
-    let file = ProfileFile {
-        profile,
-        blobs: std::collections::BTreeMap::new(),
-        signature: None,
-    };
+    let file = sample("00de", |_| {});
     upload_as(&fx, "db-3", &file);
     let (_, token) = register(&fx, "rescue-c", 40 * GIB);
     let readonly = fx

@@ -670,12 +670,28 @@ impl Session<'_> {
     fn csrf(&self) -> String {
         let (status, body, _) = self.call("/ui/recoveries", None);
         assert_eq!(status, 200, "{body}");
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("a csrf field")
-            .to_string()
+        csrf_field(&body)
     }
+
+    /// Logs in through the login page's form, with its token.
+    fn login(&self, name: &str, password: &str) {
+        let (status, page, _) = self.call("/ui/login", None);
+        assert_eq!(status, 200, "{page}");
+        let token = csrf_field(&page);
+        let (status, body, _) = self.call(
+            "/ui/login",
+            Some(&[("csrf", &token), ("name", name), ("password", password)]),
+        );
+        assert_eq!(status, 303, "login as {name}: {body}");
+    }
+}
+
+fn csrf_field(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a csrf field")
+        .to_string()
 }
 
 fn add_user(data: &Path, name: &str, role: &str, password: &str) {
@@ -750,11 +766,7 @@ fn the_recovery_pages_plan_start_and_follow_recoveries() {
         srv: &server,
         jar: tempfile::tempdir().expect("jar"),
     };
-    let (status, _, _) = rob.call(
-        "/ui/login",
-        Some(&[("name", "rob"), ("password", "read only please")]),
-    );
-    assert_eq!(status, 303);
+    rob.login("rob", "read only please");
     let (status, body, _) = rob.call("/ui/recoveries", None);
     assert_eq!(status, 200);
     assert!(
@@ -773,11 +785,7 @@ fn the_recovery_pages_plan_start_and_follow_recoveries() {
         srv: &server,
         jar: tempfile::tempdir().expect("jar"),
     };
-    let (status, _, _) = ada.call(
-        "/ui/login",
-        Some(&[("name", "ada"), ("password", "correct horse battery")]),
-    );
-    assert_eq!(status, 303);
+    ada.login("ada", "correct horse battery");
     let csrf = ada.csrf();
     let (status, _, to) = ada.call(
         "/ui/recoveries/plan",

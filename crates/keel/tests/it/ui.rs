@@ -170,9 +170,19 @@ impl<'a> Curl<'a> {
     }
 
     fn login(&self, name: &str, password: &str) {
-        let (status, body) =
-            self.call("/ui/login", Some(&[("name", name), ("password", password)]));
+        let (status, body) = self.post_login(name, password);
         assert_eq!(status, 303, "login as {name}: {body}");
+    }
+
+    /// Opens the login page (which gives the login form's token), then logs in with it.
+    fn post_login(&self, name: &str, password: &str) -> (u16, String) {
+        let (status, page) = self.call("/ui/login", None);
+        assert_eq!(status, 200, "{page}");
+        let token = field(&page, "csrf");
+        self.call(
+            "/ui/login",
+            Some(&[("csrf", &token), ("name", name), ("password", password)]),
+        )
     }
 
     /// The CSRF token of the session, read from a page's forms.
@@ -282,11 +292,25 @@ fn unauthenticated_and_read_only_users_cannot_change_anything() {
     }
     // A wrong password is refused.
     let eve = Curl::new(&fleet.srv);
-    let (status, _) = eve.call(
-        "/ui/login",
-        Some(&[("name", "ada"), ("password", "wrong password")]),
-    );
+    let (status, _) = eve.post_login("ada", "wrong password");
     assert_eq!(status, 401);
+    // A login posted without the login page's token (from another site, which cannot read
+    // or send the token's cookie) is refused even with the right password, and starts no
+    // session.
+    let other_site = Curl::new(&fleet.srv);
+    for token in [None, Some("0".repeat(64))] {
+        let mut form = vec![("name", "ada"), ("password", ADMIN_PASSWORD)];
+        if let Some(t) = &token {
+            form.push(("csrf", t.as_str()));
+        }
+        let (status, body) = other_site.call("/ui/login", Some(&form));
+        assert_eq!(
+            status, 403,
+            "login without the form's token ({token:?}): {body}"
+        );
+    }
+    let (status, _) = other_site.call("/ui/alerts", None);
+    assert_eq!(status, 303, "no session: sent to the login page");
 
     // Nothing changed.
     let now = fleet
@@ -765,4 +789,13 @@ fn ui_accounts_are_managed_on_the_data_directory() {
     users(&["delete", "bob"], None).expect_code(2);
     let text = users(&["list"], None).expect_ok().stdout_str();
     assert!(text.starts_with("ada "), "{text}");
+}
+
+/// The value of the hidden form field `name` in `page`.
+fn field(page: &str, name: &str) -> String {
+    page.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} field in {page}"))
+        .to_string()
 }
