@@ -34,6 +34,49 @@ struct Pair {
     disk_map: Vec<String>,
 }
 
+/// One row of the progress table: a phase's last state, its time, what it set out to do and
+/// what came of it. A machine reports each phase twice (started, then finished or failed);
+/// people read one line per phase.
+#[derive(Debug, serde::Serialize, PartialEq)]
+struct PhaseRow {
+    phase: String,
+    state: String,
+    seconds: Option<f64>,
+    what: Option<String>,
+    result: Option<String>,
+}
+
+/// The progress events folded into one row per phase, in the order the phases began.
+fn phase_rows(progress: &[serde_json::Value]) -> Vec<PhaseRow> {
+    let mut rows: Vec<PhaseRow> = Vec::new();
+    for e in progress {
+        let text = |k: &str| e[k].as_str().map(str::to_string);
+        let Some(phase) = text("phase") else { continue };
+        let state = text("state").unwrap_or_default();
+        let i = if let Some(i) = rows.iter().position(|r| r.phase == phase) {
+            i
+        } else {
+            rows.push(PhaseRow {
+                phase,
+                state: String::new(),
+                seconds: None,
+                what: None,
+                result: None,
+            });
+            rows.len() - 1
+        };
+        let r = &mut rows[i];
+        if state == "started" {
+            r.what = text("detail");
+        } else {
+            r.result = text("detail");
+            r.seconds = e["seconds"].as_f64();
+        }
+        r.state = state;
+    }
+    rows
+}
+
 /// A recovery for the templates: the view, with its verification summed up.
 fn row(v: &RecoveryView) -> Value {
     let verify = v.job.report.as_ref().map(|r| &r["verify"]);
@@ -44,6 +87,7 @@ fn row(v: &RecoveryView) -> Value {
     });
     context! {
         r => Value::from_serialize(v),
+        phases => Value::from_serialize(phase_rows(&v.job.progress)),
         elapsed,
         verified => verify.is_some_and(serde_json::Value::is_object),
         expected => count("expected"),
@@ -354,4 +398,55 @@ pub(super) async fn batch_start(
         to.push_str(&super::encode(&text.join("\n")));
     }
     see_other(&to)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::phase_rows;
+
+    #[test]
+    fn progress_reads_as_one_row_per_phase() {
+        let events = [
+            json!({"phase": "storage", "state": "started", "detail": "6 steps on 1 disk"}),
+            json!({"phase": "storage", "state": "finished", "seconds": 0.1, "detail": "6 steps run"}),
+            json!({"phase": "restore", "state": "started", "detail": "laying down the tree"}),
+            json!({"phase": "restore", "state": "failed", "seconds": 2.5, "detail": "disk full"}),
+            json!({"phase": "bootloader", "state": "started"}),
+        ];
+        let rows = phase_rows(&events);
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.phase.as_str(),
+                    r.state.as_str(),
+                    r.seconds,
+                    r.what.as_deref(),
+                    r.result.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "storage",
+                    "finished",
+                    Some(0.1),
+                    Some("6 steps on 1 disk"),
+                    Some("6 steps run")
+                ),
+                (
+                    "restore",
+                    "failed",
+                    Some(2.5),
+                    Some("laying down the tree"),
+                    Some("disk full")
+                ),
+                ("bootloader", "started", None, None, None),
+            ]
+        );
+    }
 }
