@@ -67,7 +67,10 @@ fn phase_rows(progress: &[serde_json::Value]) -> Vec<PhaseRow> {
         };
         let r = &mut rows[i];
         if state == "started" {
+            // A phase started again (a resumed recovery) has no result yet.
             r.what = text("detail");
+            r.result = None;
+            r.seconds = None;
         } else {
             r.result = text("detail");
             r.seconds = e["seconds"].as_f64();
@@ -414,6 +417,9 @@ mod tests {
             json!({"phase": "restore", "state": "started", "detail": "laying down the tree"}),
             json!({"phase": "restore", "state": "failed", "seconds": 2.5, "detail": "disk full"}),
             json!({"phase": "bootloader", "state": "started"}),
+            json!({"phase": "data", "state": "started", "detail": "restic"}),
+            json!({"phase": "data", "state": "failed", "seconds": 1.0, "detail": "no repository"}),
+            json!({"phase": "data", "state": "started", "detail": "restic, again"}),
         ];
         let rows = phase_rows(&events);
         let summary: Vec<_> = rows
@@ -446,6 +452,7 @@ mod tests {
                     Some("disk full")
                 ),
                 ("bootloader", "started", None, None, None),
+                ("data", "started", None, Some("restic, again"), None),
             ]
         );
     }
