@@ -37,7 +37,7 @@ struct Pair {
 /// One row of the progress table: a phase's last state, its time, what it set out to do and
 /// what came of it. A machine reports each phase twice (started, then finished or failed);
 /// people read one line per phase.
-#[derive(Debug, serde::Serialize, PartialEq)]
+#[derive(Debug, serde::Serialize)]
 struct PhaseRow {
     phase: String,
     state: String,
